@@ -1,0 +1,246 @@
+"""Gradient descent, gradient flow, and the flow of GD's modified equation.
+
+Gradient descent ``θₙ₊₁ = θₙ − h·∇E(θₙ)`` is the explicit Euler step of the gradient flow
+``θ' = −∇E(θ)`` (chapter 1). Backward error analysis (Hairer, Lubich & Wanner 2006, ch. IX; Barrett &
+Dherin 2021, Sec. 3; chapter 2) finds a *modified* vector field whose exact flow passes through the GD
+iterates up to a higher power of ``h``:
+
+    θ' = −∇E − (h/2)·H∇E − h²·(⅓·H²∇E + (1/12)·∇³E[∇E, ∇E]) + O(h³),
+
+where ``H = ∇²E``. The first two terms equal ``−∇Ẽ`` with ``Ẽ = E + (h/4)‖∇E‖²``.
+
+All functions take a scalar loss ``loss(params)`` and parameters given as any JAX pytree; trajectories
+come back as the same pytree with a leading time axis.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._checks import (
+    check_learning_rate,
+    check_scalar_loss,
+    check_steps,
+    check_times,
+    is_traced,
+)
+from .curvature import hvp, third_derivative_contraction
+from .tree import PyTree
+
+Loss = Callable[[PyTree], jax.Array]
+
+
+class DivergenceError(ValueError):
+    """Gradient descent produced non-finite parameters (the step size is past the stability limit)."""
+
+
+class FlowError(ValueError):
+    """The ODE solver could not integrate a flow over the requested times."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradient descent
+# --------------------------------------------------------------------------------------------------
+
+
+def _leaf_dtype(params: PyTree):
+    return jnp.result_type(*jax.tree.leaves(params))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _gd_scan(loss: Loss, params: PyTree, lr: jax.Array, steps: int) -> PyTree:
+    grad = jax.grad(loss)
+
+    def step(p, _):
+        new = jax.tree.map(lambda x, g: x - lr.astype(x.dtype) * g, p, grad(p))
+        return new, new
+
+    _, traj = lax.scan(step, params, None, length=steps)
+    return jax.tree.map(lambda p0, t: jnp.concatenate([p0[None], t]), params, traj)
+
+
+def first_nonfinite_step(trajectory: PyTree) -> int | None:
+    """Index of the first iterate with a NaN or infinite entry, or ``None`` if all are finite."""
+    leaves = jax.tree.leaves(trajectory)
+    n = leaves[0].shape[0]
+    finite = np.ones(n, dtype=bool)
+    for leaf in leaves:
+        finite &= np.isfinite(np.asarray(leaf)).reshape(n, -1).all(axis=1)
+    return None if finite.all() else int(np.argmin(finite))
+
+
+def gradient_descent(
+    loss: Loss,
+    params: PyTree,
+    lr: float,
+    steps: int,
+    *,
+    allow_divergence: bool = False,
+) -> PyTree:
+    """Run ``steps`` steps of full-batch gradient descent ``θₙ₊₁ = θₙ − lr·∇E(θₙ)``.
+
+    Returns ``steps + 1`` iterates ``θ₀ = params, θ₁, …`` as the pytree of ``params`` with a leading
+    time axis. The whole loop is one compiled ``lax.scan``; ``lr`` is a traced argument, so changing it
+    does not recompile, and the function can be ``jax.vmap``-ed over ``lr`` (see
+    :func:`gradient_descent_sweep`).
+
+    If the iterates become non-finite, a :class:`DivergenceError` (a ``ValueError``) names the first bad
+    step, unless ``allow_divergence=True`` (chapter 1 uses that to show the instability past
+    ``lr = 2/λ_max``). Used in every chapter.
+    """
+    check_learning_rate(lr)
+    steps = check_steps(steps)
+    check_scalar_loss(loss, params)
+    lr_arr = jnp.asarray(lr, dtype=_leaf_dtype(params))
+    traj = _gd_scan(loss, params, lr_arr, steps)
+    if not allow_divergence and not is_traced(lr):
+        bad = first_nonfinite_step(traj)
+        if bad is not None:
+            raise DivergenceError(
+                f"gradient descent diverged: the parameters became non-finite at step {bad} of {steps} "
+                f"with lr={float(lr):g}. Use a smaller learning rate (on a quadratic GD is stable only for "
+                "lr < 2/λ_max, λ_max the largest Hessian eigenvalue), or pass allow_divergence=True to get "
+                "the diverging trajectory."
+            )
+    return traj
+
+
+def gradient_descent_sweep(loss: Loss, params: PyTree, lrs: Any, steps: int) -> PyTree:
+    """Gradient descent for many learning rates in one compiled call (``jax.vmap`` over ``lrs``).
+
+    Returns the trajectories as the pytree of ``params`` with leading axes ``(len(lrs), steps + 1)``.
+    Diverging runs are kept (their entries are non-finite); check them with :func:`first_nonfinite_step`.
+    """
+    lrs_np = np.asarray(lrs)
+    if lrs_np.ndim != 1 or lrs_np.size == 0:
+        raise ValueError(f"lrs must be a non-empty 1-D array of learning rates, got shape {lrs_np.shape}.")
+    for lr in lrs_np:
+        check_learning_rate(lr, name="every entry of lrs")
+    steps = check_steps(steps)
+    check_scalar_loss(loss, params)
+    lr_arr = jnp.asarray(lrs_np, dtype=_leaf_dtype(params))
+    return jax.vmap(lambda h: _gd_scan(loss, params, h, steps))(lr_arr)
+
+
+# --------------------------------------------------------------------------------------------------
+# Flows (exact ODE solutions with an adaptive solver)
+# --------------------------------------------------------------------------------------------------
+
+
+def modified_vector_field(loss: Loss, params: PyTree, lr: Any, order: int = 1) -> PyTree:
+    """The right-hand side of GD's modified equation, truncated at ``order`` in the step ``lr``.
+
+    * ``order=0``: ``−∇E`` (plain gradient flow);
+    * ``order=1``: ``−∇E − (lr/2)·H∇E = −∇Ẽ`` with ``Ẽ = E + (lr/4)‖∇E‖²``;
+    * ``order=2``: adds ``−lr²·(⅓·H²∇E + (1/12)·∇³E[∇E, ∇E])``.
+
+    Only Hessian-vector products are used (never a dense Hessian). Source: Hairer, Lubich & Wanner (2006),
+    Sec. IX.1 applied to the explicit Euler method; Barrett & Dherin (2021), Sec. 3. Chapter 2 derives it.
+    """
+    if order not in (0, 1, 2):
+        raise ValueError(f"order must be 0, 1 or 2, got {order!r}.")
+    g = jax.grad(loss)(params)
+    if order == 0:
+        return jax.tree.map(jnp.negative, g)
+    hg = hvp(loss, params, g)
+    if order == 1:
+        return jax.tree.map(lambda a, b: -(a + lr / 2 * b), g, hg)
+    h2g = hvp(loss, params, hg)
+    t3 = third_derivative_contraction(loss, params, g)
+    return jax.tree.map(
+        lambda a, b, c, d: -(a + lr / 2 * b + lr**2 * (c / 3 + d / 12)), g, hg, h2g, t3
+    )
+
+
+def _field(t, y, args):
+    loss, lr, order = args
+    return modified_vector_field(loss, y, lr, order)
+
+
+def _default_tolerances(params: PyTree) -> tuple[float, float]:
+    if _leaf_dtype(params) == jnp.float64:
+        return 1e-10, 1e-12
+    return 1e-6, 1e-8
+
+
+def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree:
+    check_scalar_loss(loss, params)
+    times = check_times(times)
+    dtype = _leaf_dtype(params)
+    times = times.astype(dtype)
+    d_rtol, d_atol = _default_tolerances(params)
+    rtol = d_rtol if rtol is None else rtol
+    atol = d_atol if atol is None else atol
+    if times.shape[0] == 1:
+        return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
+    solver = diffrax.Dopri8() if dtype == jnp.float64 else diffrax.Tsit5()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(_field),
+        solver,
+        t0=times[0],
+        t1=times[-1],
+        dt0=None,
+        y0=params,
+        args=(loss, jnp.asarray(lr, dtype=dtype), int(order)),
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    if not bool(sol.result == diffrax.RESULTS.successful):
+        raise FlowError(
+            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. The flow may blow up "
+            "(a loss unbounded below), or be very stiff; shorten the time span, raise max_steps, or loosen "
+            "rtol/atol."
+        )
+    return sol.ys
+
+
+def gradient_flow(
+    loss: Loss,
+    params: PyTree,
+    times: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+) -> PyTree:
+    """The exact gradient flow ``θ' = −∇E(θ)``, ``θ(times[0]) = params``, sampled at ``times``.
+
+    Solved with an adaptive Runge–Kutta method from diffrax (Dormand–Prince 8(7) in float64, Tsit5 in
+    float32). Default tolerances: ``rtol=1e-10, atol=1e-12`` in float64 (accurate to better than 1e-6
+    relative) and ``rtol=1e-6, atol=1e-8`` in float32. Returns the pytree of ``params`` with a leading
+    axis of length ``len(times)``. Chapter 1.
+    """
+    return _solve_flow(loss, params, times, 0.0, 0, rtol, atol, max_steps)
+
+
+def modified_flow(
+    loss: Loss,
+    params: PyTree,
+    lr: float,
+    times: Any,
+    order: int = 1,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+) -> PyTree:
+    """The flow of GD's modified equation truncated at ``order`` (1 or 2), sampled at ``times``.
+
+    ``order=1`` is the gradient flow of ``Ẽ = E + (lr/4)‖∇E‖²``; ``order=2`` adds
+    ``−lr²·(⅓·H²∇E + (1/12)·∇³E[∇E, ∇E])`` (see :func:`modified_vector_field`). GD with step ``lr`` stays
+    within ``O(lr^(order+1))`` of this flow at times ``t = n·lr`` over a fixed horizon. Same solver and
+    tolerances as :func:`gradient_flow`. Chapters 2 and 3.
+    """
+    check_learning_rate(lr)
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2 (use gradient_flow for order 0), got {order!r}.")
+    return _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps)

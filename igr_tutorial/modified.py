@@ -1,0 +1,66 @@
+"""The modified loss of gradient descent and the implicit gradient regularizer ``R_IG``.
+
+Backward error analysis (Barrett & Dherin 2021, Theorem 3.1; chapter 3 of the book) shows that gradient
+descent with step ``h`` follows, to second order in ``h``, the gradient flow of
+
+    Ẽ(θ) = E(θ) + (h/4)·‖∇E(θ)‖²  =  E(θ) + λ·R_IG(θ),
+    R_IG(θ) = (1/m)·Σᵢ (∂E/∂θᵢ)²,   λ = h·m/4,
+
+where ``m`` is the number of scalar parameters (the paper's Eq. 3 and 4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from ._checks import check_learning_rate, check_scalar_loss
+from .tree import PyTree, num_parameters, tree_sq_norm
+
+Loss = Callable[[PyTree], jax.Array]
+
+
+def gradient_norm_squared(loss: Loss, params: PyTree) -> jax.Array:
+    """``‖∇E(θ)‖²``, summed over every scalar parameter."""
+    return tree_sq_norm(jax.grad(loss)(params))
+
+
+def modified_loss(loss: Loss, lr: float) -> Loss:
+    """The function ``θ ↦ E(θ) + (lr/4)·‖∇E(θ)‖²`` (Barrett & Dherin 2021, Eq. 3).
+
+    Its gradient flow is GD's modified equation truncated at first order in ``lr`` (chapter 3).
+    ``lr`` must be positive and finite.
+    """
+    check_learning_rate(lr)
+
+    def loss_tilde(params: PyTree) -> jax.Array:
+        value, grads = jax.value_and_grad(loss)(params)
+        return value + lr / 4 * tree_sq_norm(grads)
+
+    return loss_tilde
+
+
+def r_ig(loss: Loss, params: PyTree) -> jax.Array:
+    """The implicit gradient regularizer ``R_IG(θ) = (1/m)·Σᵢ (∂E/∂θᵢ)²`` (Barrett & Dherin 2021, Eq. 4).
+
+    ``m`` is the number of scalar parameters in ``params`` (all leaves of the pytree together).
+    """
+    check_scalar_loss(loss, params)
+    return gradient_norm_squared(loss, params) / num_parameters(params)
+
+
+def implicit_regularization_strength(lr: float, params_or_m: PyTree | int) -> float:
+    """The strength ``λ = lr·m/4`` with which GD implicitly adds ``λ·R_IG`` to the loss.
+
+    ``params_or_m`` is either the parameter pytree (``m`` is counted) or ``m`` itself. With it,
+    ``modified_loss(E, lr)(θ) == E(θ) + λ·r_ig(E, θ)`` (Barrett & Dherin 2021, Eq. 4; chapter 3).
+    """
+    check_learning_rate(lr)
+    if isinstance(params_or_m, int) and not isinstance(params_or_m, bool):
+        if params_or_m <= 0:
+            raise ValueError(f"the number of parameters m must be positive, got {params_or_m}.")
+        m = params_or_m
+    else:
+        m = num_parameters(params_or_m)
+    return lr * m / 4
