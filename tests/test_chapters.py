@@ -1,0 +1,129 @@
+"""Structure every chapter must have: objectives, the Colab setup cell, exercises with solutions, citations,
+captioned figures, stored outputs. (nbval checks the outputs themselves; test_book.py builds the book.)"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from _repo import BOOK, ROOT, cell_source, chapter_notebooks, load_notebook, project_version, toc_files
+
+CHAPTERS = chapter_notebooks()
+IDS = [p.stem for p in CHAPTERS]
+
+
+def test_there_are_chapters_and_all_are_in_the_toc():
+    assert len(CHAPTERS) >= 3
+    toc = toc_files()
+    for nb in CHAPTERS:
+        assert f"book/{nb.stem}" in toc, f"{nb.name} is not listed in _toc.yml"
+    for entry in toc:
+        assert list(ROOT.glob(entry + ".*")), f"_toc.yml lists {entry}, which does not exist"
+
+
+@pytest.fixture(params=CHAPTERS, ids=IDS)
+def chapter(request):
+    return request.param, load_notebook(request.param)
+
+
+def _markdown(nb: dict) -> str:
+    return "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def _code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_opens_with_title_objectives_and_prerequisites(chapter):
+    path, nb = chapter
+    first = cell_source(nb["cells"][0])
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.lstrip().startswith("# "), "first cell must be the title"
+    assert "Learning objectives" in first, f"{path.name}: learning objectives missing from the first cell"
+    assert "Prerequisites" in first, f"{path.name}: prerequisites missing from the first cell"
+
+
+def test_first_code_cell_installs_this_version_only_when_missing(chapter):
+    path, nb = chapter
+    src = cell_source(_code_cells(nb)[0])
+    pins = re.findall(r'"igr-tutorial==([^"]+)"', src)
+    assert pins == [project_version()], f"{path.name}: the setup cell must pin igr-tutorial=={project_version()}"
+    assert 'find_spec("igr_tutorial") is None' in src, "the install must be skipped when the package is present"
+    assert src.count("pip") == 1, "the setup cell installs the package and nothing else"
+
+
+def test_exercises_have_labels_kinds_and_solutions(chapter):
+    path, nb = chapter
+    md = _markdown(nb)
+    labels = re.findall(r"```\{exercise\}[^\n]*\n:label:\s*(\S+)", md)
+    assert len(labels) >= 3, f"{path.name}: needs at least three labelled exercises, found {len(labels)}"
+    titles = re.findall(r"```\{exercise\}([^\n]*)", md)
+    for title in titles:
+        assert re.search(r"Derive|Compute|Explore", title), f"exercise title {title!r} does not say its kind"
+        assert "★" in title and "min" in title, f"exercise title {title!r} lacks a difficulty or a time estimate"
+    for label in labels:
+        assert re.search(r"\{solution(-start)?\}\s*" + re.escape(label) + r"\b", md), f"{label} has no solution"
+
+
+def test_code_solutions_are_executed_code(chapter):
+    path, nb = chapter
+    inside = False
+    executed = 0
+    for cell in nb["cells"]:
+        src = cell_source(cell)
+        if cell["cell_type"] == "markdown":
+            if "{solution-start}" in src:
+                inside = True
+            if "{solution-end}" in src:
+                inside = False
+        elif inside:
+            assert cell.get("execution_count") is not None, f"{path.name}: a solution cell was not executed"
+            executed += 1
+    assert executed >= 1, f"{path.name}: at least one exercise should have an executable code solution"
+
+
+def test_cites_the_paper(chapter):
+    path, nb = chapter
+    assert "{cite}`barrett2021implicit" in _markdown(nb) or "barrett2021implicit" in _markdown(nb)
+
+
+def test_outputs_are_stored_and_clean(chapter):
+    path, nb = chapter
+    for i, cell in enumerate(_code_cells(nb)):
+        assert cell.get("execution_count") is not None, f"{path.name}: code cell {i} has not been executed"
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", f"{path.name}: code cell {i} stores an error"
+            if out["output_type"] == "stream" and out["name"] == "stderr":
+                pytest.fail(f"{path.name}: code cell {i} stores stderr output: {''.join(out['text'])[:200]}")
+    assert path.stat().st_size < 3_000_000, f"{path.name} is over 3 MB; reduce frame counts or dpi"
+
+
+def test_every_figure_has_a_caption_and_alt_text(chapter):
+    path, nb = chapter
+    figures = 0
+    for i, cell in enumerate(_code_cells(nb)):
+        if any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
+            figures += 1
+            meta = cell.get("metadata", {}).get("mystnb", {})
+            caption = meta.get("figure", {}).get("caption", "")
+            alt = meta.get("image", {}).get("alt", "")
+            assert len(caption) > 20, f"{path.name}: figure in code cell {i} has no caption saying what to see"
+            assert len(alt) > 10, f"{path.name}: figure in code cell {i} has no alt text"
+    assert figures >= 2, f"{path.name}: a chapter shows its claims in figures"
+
+
+def test_chapters_enable_float64_and_use_the_package(chapter):
+    path, nb = chapter
+    code = "\n".join(cell_source(c) for c in _code_cells(nb))
+    assert 'jax.config.update("jax_enable_x64", True)' in code
+    assert "import igr_tutorial as igr" in code
+
+
+def test_bibliography_page_exists_and_keys_resolve():
+    bib = (BOOK / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    assert "{bibliography}" in (BOOK / "references.md").read_text()
+    for nb in CHAPTERS:
+        for key in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", _markdown(load_notebook(nb))):
+            for k in key.split(","):
+                assert k.strip() in keys, f"{nb.name} cites unknown key {k.strip()}"
