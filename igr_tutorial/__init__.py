@@ -7,7 +7,14 @@ Barrett & Dherin (ICLR 2021): gradient descent with step ``h`` follows the flow 
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .analysis import convergence_order, global_error, trajectory_error
-from .curvature import hvp, third_derivative_contraction
+from .curvature import (
+    NotConvergedError,
+    TopEigenResult,
+    hessian_top_eigenvalue,
+    hessian_trace,
+    hvp,
+    third_derivative_contraction,
+)
 from .flows import (
     DivergenceError,
     FlowError,
@@ -29,6 +36,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 __all__ = [
     "DivergenceError",
     "FlowError",
+    "NotConvergedError",
+    "TopEigenResult",
     "convergence_order",
     "first_nonfinite_step",
     "global_error",
@@ -36,6 +45,8 @@ __all__ = [
     "gradient_descent_sweep",
     "gradient_flow",
     "gradient_norm_squared",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
     "hvp",
     "implicit_regularization_strength",
     "modified_flow",

@@ -6,9 +6,15 @@ parameters given as any JAX pytree.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import warnings
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from .tree import tree_vdot
 
@@ -32,3 +38,190 @@ def third_derivative_contraction(loss: Loss, params: PyTree, v: PyTree) -> PyTre
     It appears in the second-order term of GD's modified equation (chapter 2).
     """
     return jax.grad(lambda p: tree_vdot(v, hvp(loss, p, v)))(params)
+
+
+# --------------------------------------------------------------------------------------------------
+# Top eigenvalue and trace of the Hessian from Hessian-vector products (chapter 5)
+# --------------------------------------------------------------------------------------------------
+
+
+class NotConvergedError(ValueError):
+    """An iterative eigenvalue estimate did not reach its tolerance within its iteration cap."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TopEigenResult:
+    """Result of :func:`hessian_top_eigenvalue`.
+
+    ``eigenvalue``: the largest (algebraic) eigenvalue estimate ``λ_max``; ``eigenvector``: the matching unit
+    vector as a pytree like ``params``; ``residual``: ``‖Hv − λv‖``; ``iterations``: Lanczos steps taken;
+    ``converged``: whether the residual is within ``10·tol·|λ_max|`` (Lanczos stops on its cheaper bound
+    ``β_j·|s_j| ≤ tol·|λ|``; the factor 10 allows for rounding between the two), or all ``m`` directions were
+    explored. The eigenvalue's own error is of order ``residual²/gap``, far below the residual.
+    """
+
+    eigenvalue: float
+    eigenvector: Any
+    residual: float
+    iterations: int
+    converged: bool
+
+    def __float__(self) -> float:
+        return float(self.eigenvalue)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _lanczos_top(flat_loss, x, v0, num_iters: int, n: int, tol):
+    """Lanczos with full re-orthogonalization on ``v ↦ H(x)v``, stopping when the top Ritz pair converges."""
+    dtype = x.dtype
+    matvec = lambda v: jax.jvp(jax.grad(flat_loss), (x,), (v,))[1]  # noqa: E731
+    big = jnp.asarray(jnp.finfo(dtype).max / 8, dtype)
+
+    def ritz(alphas, betas, j):
+        # Tridiagonal T_j in a fixed (num_iters × num_iters) frame; unused rows are decoupled far below.
+        idx = jnp.arange(num_iters)
+        diag = jnp.where(idx < j, alphas, -big)
+        off = jnp.where(idx[:-1] < j - 1, betas[:-1], 0.0)
+        T = jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
+        evals, evecs = jnp.linalg.eigh(T)
+        return evals[-1], evecs[:, -1]
+
+    def cond(state):
+        j, V, alphas, betas, done = state
+        return (j < num_iters) & (~done)
+
+    def body(state):
+        j, V, alphas, betas, done = state
+        v = V[j]
+        w = matvec(v)
+        alpha = jnp.vdot(w, v)
+        w = w - V.T @ (V @ w)  # full re-orthogonalization (twice is enough)
+        w = w - V.T @ (V @ w)
+        beta = jnp.linalg.norm(w)
+        alphas = alphas.at[j].set(alpha)
+        betas = betas.at[j].set(beta)
+        theta, s = ritz(alphas, betas, j + 1)
+        resid = beta * jnp.abs(s[j])
+        invariant = beta <= 10 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(theta), 1.0)
+        done = (resid <= tol * jnp.abs(theta)) | invariant | (j + 1 >= n)
+        V = jnp.where(j + 1 < num_iters, V.at[jnp.minimum(j + 1, num_iters - 1)].set(w / jnp.where(beta > 0, beta, 1.0)), V)
+        return j + 1, V, alphas, betas, done
+
+    V0 = jnp.zeros((num_iters, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    state = (0, V0, jnp.zeros(num_iters, dtype), jnp.zeros(num_iters, dtype), jnp.array(False))
+    j, V, alphas, betas, done = lax.while_loop(cond, body, state)
+    theta, s = ritz(alphas, betas, j)
+    mask = (jnp.arange(num_iters) < j).astype(dtype)
+    vec = (s * mask) @ V
+    vec = vec / jnp.linalg.norm(vec)
+    residual = jnp.linalg.norm(matvec(vec) - theta * vec)
+    return theta, vec, residual, j
+
+
+def hessian_top_eigenvalue(
+    loss: Loss,
+    params: PyTree,
+    *,
+    key: jax.Array | None = None,
+    tol: float = 1e-6,
+    max_iters: int = 100,
+    on_failure: str = "raise",
+) -> TopEigenResult:
+    """The largest eigenvalue ``λ_max`` of the Hessian ``∇²E(θ)`` (the *sharpness*), from HVPs only.
+
+    Runs the Lanczos iteration with full re-orthogonalization on ``v ↦ H v`` (one :func:`hvp` per step,
+    never a dense Hessian) from a random start drawn with ``key`` (default ``PRNGKey(0)``), and stops when
+    the top Ritz pair's residual bound falls below ``tol·|λ_max|`` or after ``max_iters`` steps. Lanczos
+    finds the algebraically largest eigenvalue also when negative eigenvalues are larger in magnitude
+    (where plain power iteration would not). Memory: ``max_iters`` vectors of the parameters' size.
+
+    If the tolerance is not met, ``on_failure="raise"`` raises :class:`NotConvergedError` with the residual
+    reached; ``"warn"`` warns and ``"ignore"`` returns the estimate with ``converged=False``. Chapter 5
+    (Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
+    """
+    from jax.flatten_util import ravel_pytree
+
+    from ._checks import check_scalar_loss
+
+    if on_failure not in ("raise", "warn", "ignore"):
+        raise ValueError(f"on_failure must be 'raise', 'warn' or 'ignore', got {on_failure!r}.")
+    if not (isinstance(max_iters, int) and max_iters >= 1):
+        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
+    if not (tol > 0):
+        raise ValueError(f"tol must be positive, got {tol!r}.")
+    check_scalar_loss(loss, params)
+    x, unravel = ravel_pytree(params)
+    n = x.shape[0]
+    k = min(max_iters, n)
+    key = jax.random.PRNGKey(0) if key is None else key
+    v0 = jax.random.normal(key, (n,), x.dtype)
+    flat_loss = _FlatLoss(loss, params)
+    theta, vec, residual, iters = _lanczos_top(flat_loss, x, v0, k, n, jnp.asarray(tol, x.dtype))
+    theta, residual, iters = float(theta), float(residual), int(iters)
+    converged = residual <= 10 * tol * max(abs(theta), 1e-30) or iters >= n
+    if not converged:
+        msg = (
+            f"hessian_top_eigenvalue did not converge: after {iters} Lanczos steps the residual ‖Hv − λv‖ is "
+            f"{residual:.3e} for λ ≈ {theta:.6g} (asked for ≤ {tol:g}·|λ|). Raise max_iters, loosen tol, or "
+            "pass on_failure='ignore' to use the estimate anyway."
+        )
+        if on_failure == "raise":
+            raise NotConvergedError(msg)
+        if on_failure == "warn":
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return TopEigenResult(theta, unravel(vec), residual, iters, converged)
+
+
+class _FlatLoss:
+    """``loss`` as a function of the flattened parameter vector (the layout of ``ravel_pytree``).
+
+    Hashable by the loss and the parameters' structure, shapes and dtypes, so that ``jit`` compiles once
+    per loss and parameter layout rather than once per call.
+    """
+
+    def __init__(self, loss, params):
+        leaves, self.treedef = jax.tree.flatten(params)
+        self.loss = loss
+        self.layout = tuple((tuple(jnp.shape(l)), jnp.result_type(l).name) for l in leaves)
+
+    def unravel(self, x):
+        leaves, i = [], 0
+        for shape, dtype in self.layout:
+            size = int(np.prod(shape, dtype=int))
+            leaves.append(x[i : i + size].reshape(shape).astype(dtype))
+            i += size
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def __call__(self, x):
+        return self.loss(self.unravel(x))
+
+    def __hash__(self):
+        return hash((self.loss, self.treedef, self.layout))
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _FlatLoss)
+            and self.loss is other.loss
+            and (self.treedef, self.layout) == (other.treedef, other.layout)
+        )
+
+
+def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int = 100) -> jax.Array:
+    """Hutchinson's estimate of ``tr ∇²E(θ)``: the mean of ``zᵀHz`` over Rademacher vectors ``z``.
+
+    ``E[zᵀHz] = tr H`` for ``z`` with independent ±1 entries; the estimate uses ``num_samples`` HVPs and
+    its standard error shrinks like ``1/√num_samples`` (Hutchinson 1990). Chapter 5 relates it to the
+    expected loss increase under Gaussian parameter noise, ``E[E(θ+σε)] − E(θ) ≈ ½σ²·tr H``.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    from ._checks import check_scalar_loss
+
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    check_scalar_loss(loss, params)
+    x, unravel = ravel_pytree(params)
+    zs = jax.random.rademacher(key, (num_samples, x.shape[0]), dtype=x.dtype)
+    flat = lambda y: loss(unravel(y))  # noqa: E731
+    quad = lambda z: jnp.vdot(z, jax.jvp(jax.grad(flat), (x,), (z,))[1])  # noqa: E731
+    return jnp.mean(lax.map(quad, zs))

@@ -1,0 +1,132 @@
+"""hessian_top_eigenvalue (Lanczos on HVPs) and hessian_trace (Hutchinson) against a dense Hessian.
+
+The dense reference is jax.hessian of the loss on the flattened parameter vector, then numpy's eigvalsh:
+an independent route that forms the whole matrix."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import igr_tutorial as igr
+
+
+def dense_hessian(loss, params) -> np.ndarray:
+    x, unravel = ravel_pytree(params)
+    return np.asarray(jax.hessian(lambda y: loss(unravel(y)))(x))
+
+
+def mlp_problem(seed=0, hidden=6):
+    """A small tanh network on random data: a pytree of several arrays with an indefinite Hessian."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 5)
+    params = {
+        "W1": jax.random.normal(k[0], (3, hidden)),
+        "b1": 0.1 * jax.random.normal(k[1], (hidden,)),
+        "w2": jax.random.normal(k[2], (hidden,)),
+        "b2": jnp.array(0.2),
+    }
+    X = jax.random.normal(k[3], (25, 3))
+    y = jnp.sin(X[:, 0]) + 0.5 * X[:, 1]
+
+    def loss(p):
+        pred = jnp.tanh(X @ p["W1"] + p["b1"]) @ p["w2"] + p["b2"]
+        return 0.5 * jnp.mean((pred - y) ** 2)
+
+    return loss, params
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_eigenvalue_matches_dense_on_a_pytree(seed):
+    loss, params = mlp_problem(seed)
+    ev = np.linalg.eigvalsh(dense_hessian(loss, params))
+    res = igr.hessian_top_eigenvalue(loss, params, tol=1e-8)
+    assert res.converged
+    assert abs(res.eigenvalue - ev[-1]) <= 1e-8 * abs(ev[-1])
+    # The eigenvector is a unit pytree with the structure of params, and H v = λ v.
+    assert jax.tree.structure(res.eigenvector) == jax.tree.structure(params)
+    v, _ = ravel_pytree(res.eigenvector)
+    np.testing.assert_allclose(np.linalg.norm(v), 1.0, rtol=1e-10)
+    Hv = dense_hessian(loss, params) @ np.asarray(v)
+    assert np.linalg.norm(Hv - ev[-1] * np.asarray(v)) < 1e-5 * abs(ev[-1])
+
+
+def test_the_problem_really_is_indefinite():
+    loss, params = mlp_problem(0)
+    ev = np.linalg.eigvalsh(dense_hessian(loss, params))
+    assert ev[0] < 0 < ev[-1]
+
+
+def test_top_eigenvalue_is_the_algebraic_maximum_when_negative_ones_dominate():
+    # Eigenvalues -10, -3, 0.5, 1, 2: power iteration would return -10; the sharpness is 2.
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    A = Q @ np.diag([-10.0, -3.0, 0.5, 1.0, 2.0]) @ Q.T
+    from igr_tutorial.losses import quadratic
+
+    res = igr.hessian_top_eigenvalue(quadratic(A), jnp.ones(5))
+    np.testing.assert_allclose(res.eigenvalue, 2.0, rtol=1e-10)
+
+
+def test_top_eigenvalue_of_a_non_quadratic_loss_matches_dense_at_a_non_minimum():
+    from igr_tutorial.losses import double_well
+
+    theta = jnp.array([0.3, -0.7])
+    ev = np.linalg.eigvalsh(np.asarray(jax.hessian(double_well)(theta)))
+    np.testing.assert_allclose(igr.hessian_top_eigenvalue(double_well, theta).eigenvalue, ev[-1], rtol=1e-10)
+
+
+def test_non_convergence_is_reported():
+    loss, params = mlp_problem(0, hidden=12)
+    with pytest.raises(igr.NotConvergedError, match="did not converge.*max_iters"):
+        igr.hessian_top_eigenvalue(loss, params, tol=1e-12, max_iters=2)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        res = igr.hessian_top_eigenvalue(loss, params, tol=1e-12, max_iters=2, on_failure="warn")
+    assert not res.converged and res.iterations == 2
+    res = igr.hessian_top_eigenvalue(loss, params, tol=1e-12, max_iters=2, on_failure="ignore")
+    assert not res.converged
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"tol": 0.0}, "tol"), ({"max_iters": 0}, "max_iters"), ({"on_failure": "skip"}, "on_failure")],
+)
+def test_top_eigenvalue_rejects_bad_settings(kwargs, match):
+    loss, params = mlp_problem(0)
+    with pytest.raises(ValueError, match=match):
+        igr.hessian_top_eigenvalue(loss, params, **kwargs)
+
+
+def test_top_eigenvalue_works_in_float32():
+    loss, params = mlp_problem(0)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    ev = np.linalg.eigvalsh(dense_hessian(loss, params))
+    res = igr.hessian_top_eigenvalue(loss, p32, tol=1e-4)
+    np.testing.assert_allclose(res.eigenvalue, ev[-1], rtol=1e-3)
+
+
+def test_hutchinson_trace_is_unbiased_and_matches_dense():
+    loss, params = mlp_problem(1)
+    H = dense_hessian(loss, params)
+    exact = np.trace(H)
+    # Standard error of the Rademacher estimator: sqrt(2 Σ_{i≠j} H_ij² / n).
+    offdiag = np.sum(H**2) - np.sum(np.diag(H) ** 2)
+    n = 4000
+    stderr = np.sqrt(2 * offdiag / n)
+    est = float(igr.hessian_trace(loss, params, jax.random.PRNGKey(3), num_samples=n))
+    assert abs(est - exact) < 4 * stderr
+
+
+def test_hutchinson_trace_is_exact_for_a_diagonal_hessian():
+    # z_i² = 1 for Rademacher entries, so zᵀ D z = tr D for every sample.
+    d = jnp.array([3.0, -1.0, 0.25, 7.0])
+    loss = lambda t: 0.5 * jnp.sum(d * t**2)  # noqa: E731
+    est = igr.hessian_trace(loss, jnp.ones(4), jax.random.PRNGKey(0), num_samples=3)
+    np.testing.assert_allclose(est, float(jnp.sum(d)), rtol=1e-12)
+
+
+def test_hessian_trace_rejects_bad_sample_counts():
+    with pytest.raises(ValueError, match="num_samples"):
+        igr.hessian_trace(lambda t: jnp.sum(t**2), jnp.ones(2), jax.random.PRNGKey(0), num_samples=0)
