@@ -1,0 +1,325 @@
+"""Training MLPs by full-batch GD, SGD, explicit gradient regularization (EGR) and RK4 (chapters 6–8).
+
+Each run is one compiled ``lax.scan``. Learning rates ``h``, EGR strengths ``μ`` and seeds are traced
+arguments, so a sweep over them is one ``jax.vmap``-ed call (``mode="vmap"``) or a loop over one compiled
+function (``mode="loop"``) — on a 2-core CPU a loop is as fast for large models (the CPU is compute-bound),
+while ``vmap`` pays for small ones.
+
+Update rules, with ``g = ∇E(θ)`` on the full training set (or a minibatch for SGD):
+
+* ``gd``:  ``θ ← θ − h·g``
+* ``sgd``: ``θ ← θ − h·ĝ`` with ``ĝ`` the gradient on a minibatch, reshuffled every epoch
+* ``egr``: ``θ ← θ − h·∇(E + μ‖∇E‖²) = θ − h·(g + 2μ·H g)`` — one extra Hessian-vector product per step
+  (Barrett & Dherin 2021, Sec. 5)
+* ``rk4``: the classical Runge–Kutta step for ``θ' = −∇E`` with the same ``h`` and four gradients: it
+  follows the gradient flow to ``O(h⁴)``, so it *removes* implicit gradient regularization (the paper's
+  comparison, Sec. 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._checks import check_learning_rate
+from .curvature import hessian_top_eigenvalue
+from .data import Dataset
+from .nets import accuracy, classification_loss, mlp_apply
+from .tree import num_parameters, tree_sq_norm
+
+METHODS = ("gd", "sgd", "egr", "rk4")
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """Metrics recorded every ``record_every`` steps (NumPy arrays, the step axis last)."""
+
+    step: np.ndarray
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    grad_norm_sq: np.ndarray  # ‖∇E‖² of the full training loss
+
+    def r_ig(self, m: int) -> np.ndarray:
+        """``R_IG = ‖∇E‖²/m`` along the run."""
+        return self.grad_norm_sq / m
+
+
+def _arrays(data: Dataset):
+    return (jnp.asarray(data.x_train), jnp.asarray(data.y_train), jnp.asarray(data.x_test), jnp.asarray(data.y_test))
+
+
+def _metrics(params, arrays, activation):
+    xtr, ytr, xte, yte = arrays
+    loss_fn = lambda p: classification_loss(p, xtr, ytr, activation)  # noqa: E731
+    train_loss, g = jax.value_and_grad(loss_fn)(params)
+    logits_tr = mlp_apply(params, xtr, activation)
+    logits_te = mlp_apply(params, xte, activation)
+    return jnp.stack(
+        [
+            train_loss,
+            accuracy(logits_tr, ytr),
+            classification_loss(params, xte, yte, activation),
+            accuracy(logits_te, yte),
+            tree_sq_norm(g),
+        ]
+    )
+
+
+def _step_fn(method, activation, batch_size, n_train):
+    def full_grad(p, xtr, ytr):
+        return jax.grad(classification_loss)(p, xtr, ytr, activation)
+
+    def step(params, i, lr, mu, key, xtr, ytr):
+        if method == "gd":
+            g = full_grad(params, xtr, ytr)
+            return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
+        if method == "egr":
+            grad_fn = lambda p: full_grad(p, xtr, ytr)  # noqa: E731
+            g = grad_fn(params)
+            _, hg = jax.jvp(grad_fn, (params,), (g,))
+            return jax.tree.map(lambda p, gi, hi: p - lr * (gi + 2 * mu * hi), params, g, hg)
+        if method == "rk4":
+            f = lambda p: jax.tree.map(jnp.negative, full_grad(p, xtr, ytr))  # noqa: E731
+            axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)  # noqa: E731
+            k1 = f(params)
+            k2 = f(axpy(lr / 2, k1, params))
+            k3 = f(axpy(lr / 2, k2, params))
+            k4 = f(axpy(lr, k3, params))
+            return jax.tree.map(
+                lambda p, a, b, c, d: p + lr / 6 * (a + 2 * b + 2 * c + d), params, k1, k2, k3, k4
+            )
+        # sgd: reshuffle every epoch, take the (i mod batches_per_epoch)-th minibatch
+        per_epoch = n_train // batch_size
+        epoch, j = i // per_epoch, i % per_epoch
+        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_train)
+        idx = lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
+        g = full_grad(params, xtr[idx], ytr[idx])
+        return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
+
+    return step
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "method", "activation", "batch_size", "record_every"))
+def _train(params, arrays, lr, mu, key, *, steps, method, activation, batch_size, record_every):
+    xtr, ytr = arrays[0], arrays[1]
+    lr = jnp.asarray(lr, xtr.dtype)
+    mu = jnp.asarray(mu, xtr.dtype)
+    step = _step_fn(method, activation, batch_size, xtr.shape[0])
+    num_records = steps // record_every
+
+    def inner(p, i):
+        return step(p, i, lr, mu, key, xtr, ytr), None
+
+    def outer(p, r):
+        p, _ = lax.scan(inner, p, r * record_every + jnp.arange(record_every))
+        return p, _metrics(p, arrays, activation)
+
+    final, recs = lax.scan(outer, params, jnp.arange(num_records))
+    first = _metrics(params, arrays, activation)
+    recs = jnp.concatenate([first[None], recs])
+    return final, recs
+
+
+def _check_method(method, batch_size, n_train, steps, record_every):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "sgd":
+        if batch_size is None or not 1 <= batch_size <= n_train:
+            raise ValueError(f"SGD needs 1 <= batch_size <= {n_train} (training examples), got {batch_size}.")
+    elif batch_size is not None:
+        raise ValueError(f"batch_size is only used by method='sgd' (got it with method={method!r}).")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    if not isinstance(record_every, int) or record_every < 1 or steps % record_every:
+        raise ValueError(f"record_every must be a positive divisor of steps={steps}, got {record_every!r}.")
+
+
+def _history(recs: np.ndarray, record_every: int) -> History:
+    recs = np.asarray(recs)
+    n = recs.shape[-2]
+    return History(
+        step=np.arange(n) * record_every,
+        train_loss=recs[..., 0],
+        train_accuracy=recs[..., 1],
+        test_loss=recs[..., 2],
+        test_accuracy=recs[..., 3],
+        grad_norm_sq=recs[..., 4],
+    )
+
+
+def train(
+    params: Any,
+    data: Dataset,
+    lr: float,
+    steps: int,
+    *,
+    method: str = "gd",
+    mu: float = 0.0,
+    batch_size: int | None = None,
+    key: jax.Array | None = None,
+    activation: str = "tanh",
+    record_every: int | None = None,
+    allow_divergence: bool = False,
+) -> tuple[Any, History]:
+    """Train an MLP (see :mod:`igr_tutorial.nets`) for ``steps`` steps; one compiled ``lax.scan``.
+
+    Returns the final parameters and a :class:`History` recorded every ``record_every`` steps (default
+    ``steps // 20``) plus at step 0. ``key`` seeds SGD's shuffling. A run whose training loss becomes
+    non-finite raises ``ValueError`` suggesting a smaller ``lr``, unless ``allow_divergence=True``.
+    """
+    check_learning_rate(lr)
+    record_every = record_every or max(1, steps // 20)
+    _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    if method == "egr" and (not np.isfinite(mu) or mu < 0):
+        raise ValueError(f"mu must be a finite number >= 0, got {mu}.")
+    key = jax.random.PRNGKey(0) if key is None else key
+    final, recs = _train(
+        params, _arrays(data), lr, mu, key,
+        steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every,
+    )
+    hist = _history(recs, record_every)
+    if not allow_divergence and not np.all(np.isfinite(hist.train_loss)):
+        bad = int(hist.step[np.argmin(np.isfinite(hist.train_loss))])
+        raise ValueError(
+            f"training diverged: the loss was non-finite by step {bad} with lr={lr:g}. Use a smaller learning "
+            "rate, or pass allow_divergence=True to keep the run."
+        )
+    return final, hist
+
+
+def train_sweep(
+    init_params: Any,
+    data: Dataset,
+    lrs: Sequence[float],
+    steps: int,
+    *,
+    mus: Sequence[float] | float = 0.0,
+    keys: jax.Array | None = None,
+    method: str = "gd",
+    batch_size: int | None = None,
+    activation: str = "tanh",
+    record_every: int | None = None,
+    mode: str = "vmap",
+) -> tuple[Any, History]:
+    """Train one run per entry of ``lrs`` (and of ``mus`` and ``keys``, broadcast to the same length).
+
+    ``init_params`` is one parameter pytree (shared by all runs) or a pytree whose leaves have a leading
+    axis of that length (one initialization per run, e.g. per seed). ``mode="vmap"`` runs all in one
+    compiled ``jax.vmap`` call; ``mode="loop"`` loops over one compiled single-run function. Diverging runs
+    are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
+    have shape ``(runs, records)``.
+    """
+    lrs = np.asarray(lrs, dtype=float)
+    if lrs.ndim != 1 or lrs.size == 0:
+        raise ValueError("lrs must be a non-empty 1-D sequence of learning rates.")
+    for lr in lrs:
+        check_learning_rate(lr, name="every entry of lrs")
+    k = lrs.size
+    mus = np.broadcast_to(np.asarray(mus, dtype=float), (k,))
+    keys = jax.random.split(jax.random.PRNGKey(0), k) if keys is None else keys
+    record_every = record_every or max(1, steps // 20)
+    _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    if mode not in ("vmap", "loop"):
+        raise ValueError(f"mode must be 'vmap' or 'loop', got {mode!r}.")
+    leaves = jax.tree.leaves(init_params)
+    per_run = leaves[0].ndim == jax.tree.leaves(init_params)[0].ndim and _stacked(init_params, k)
+    arrays = _arrays(data)
+    static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
+    dtype = arrays[0].dtype
+    lr_arr, mu_arr = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype)
+    if mode == "vmap":
+        in_axes = (0 if per_run else None, None, 0, 0, 0)
+        run = jax.vmap(lambda p, a, h, m, kk: _train(p, a, h, m, kk, **static), in_axes=in_axes)
+        final, recs = run(init_params, arrays, lr_arr, mu_arr, keys)
+    else:
+        outs = []
+        for i in range(k):
+            p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
+            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], **static))
+        final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
+        recs = jnp.stack([o[1] for o in outs])
+    return final, _history(recs, record_every)
+
+
+def _stacked(params: Any, k: int) -> bool:
+    """Whether ``params`` holds ``k`` stacked initializations (an MLP's first weight is then 3-D)."""
+    first = jax.tree.leaves(params)[0]
+    return first.ndim == 3 and first.shape[0] == k
+
+
+def stacked_init(init_fn, keys: jax.Array, *args, **kwargs) -> Any:
+    """``init_fn(key, *args)`` for every key, stacked along a leading axis (one initialization per seed)."""
+    return jax.vmap(lambda kk: init_fn(kk, *args, **kwargs))(keys)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics of a trained network
+# --------------------------------------------------------------------------------------------------
+
+
+def train_loss_fn(data: Dataset, activation: str = "tanh"):
+    """``θ ↦ E(θ)`` on the full training set (for :func:`igr_tutorial.r_ig` or the curvature functions)."""
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    return _BoundLoss(x, y, activation)
+
+
+class _BoundLoss:
+    """A training loss bound to its data; equal (and hash-equal) for the same data and activation."""
+
+    def __init__(self, x, y, activation):
+        self.x, self.y, self.activation = x, y, activation
+
+    def __call__(self, params):
+        return classification_loss(params, self.x, self.y, self.activation)
+
+    def __hash__(self):
+        return hash((id(self.x), id(self.y), self.activation))
+
+    def __eq__(self, other):
+        return isinstance(other, _BoundLoss) and (self.x is other.x, self.y is other.y, self.activation == other.activation) == (True, True, True)
+
+
+def sharpness(params: Any, data: Dataset, activation: str = "tanh", **kwargs) -> float:
+    """Top Hessian eigenvalue of the training loss at ``params`` (Lanczos on HVPs; chapter 5)."""
+    kwargs.setdefault("tol", 1e-4)
+    kwargs.setdefault("on_failure", "warn")
+    return float(hessian_top_eigenvalue(train_loss_fn(data, activation), params, **kwargs).eigenvalue)
+
+
+def perturbed_accuracy(
+    params: Any,
+    data: Dataset,
+    sigmas: Sequence[float],
+    key: jax.Array,
+    num_draws: int = 10,
+    activation: str = "tanh",
+) -> np.ndarray:
+    """Mean test accuracy of ``θ + σ·ε``, ``ε ~ N(0, I)``, for each ``σ`` (Prediction 2.4: robustness).
+
+    Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws.
+    """
+    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    leaves, treedef = jax.tree.flatten(params)
+    sig = jnp.asarray(np.asarray(sigmas, dtype=float), leaves[0].dtype)
+
+    def one(sigma, k):
+        ks = jax.random.split(k, len(leaves))
+        noisy = [l + sigma * jax.random.normal(kk, l.shape, l.dtype) for l, kk in zip(leaves, ks)]
+        return accuracy(mlp_apply(jax.tree.unflatten(treedef, noisy), x, activation), y)
+
+    draws = jax.random.split(key, num_draws)
+    acc = jax.vmap(lambda s: jnp.mean(jax.vmap(lambda k: one(s, k))(draws)))(sig)
+    return np.asarray(acc)
+
+
+def implicit_strength_for(lr: float, params: Any) -> float:
+    """``λ = h·m/4`` for a network with parameters ``params`` (``m`` counted, stacked axes excluded)."""
+    return float(lr) * num_parameters(params) / 4
