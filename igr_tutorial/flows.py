@@ -233,14 +233,14 @@ def modified_flow(
     atol: float | None = None,
     max_steps: int = 100_000,
 ) -> PyTree:
-    """The flow of GD's modified equation truncated at ``order`` (1 or 2), sampled at ``times``.
+    """The flow of GD's modified equation truncated at ``order`` (0, 1 or 2), sampled at ``times``.
 
-    ``order=1`` is the gradient flow of ``Ẽ = E + (lr/4)‖∇E‖²``; ``order=2`` adds
+    ``order=0`` is the plain gradient flow (the same as :func:`gradient_flow`); ``order=1`` is the gradient flow of ``Ẽ = E + (lr/4)‖∇E‖²``; ``order=2`` adds
     ``−lr²·(⅓·H²∇E + (1/12)·∇³E[∇E, ∇E])`` (see :func:`modified_vector_field`). GD with step ``lr`` stays
     within ``O(lr^(order+1))`` of this flow at times ``t = n·lr`` over a fixed horizon. Same solver and
     tolerances as :func:`gradient_flow`. Chapters 2 and 3.
     """
     check_learning_rate(lr)
-    if order not in (1, 2):
-        raise ValueError(f"order must be 1 or 2 (use gradient_flow for order 0), got {order!r}.")
+    if order not in (0, 1, 2):
+        raise ValueError(f"order must be 0 (plain gradient flow), 1 or 2, got {order!r}.")
     return _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps)
