@@ -28,7 +28,6 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_learning_rate
-from .curvature import hessian_top_eigenvalue
 from .data import Dataset
 from .nets import accuracy, classification_loss, mlp_apply
 from .tree import num_parameters, tree_sq_norm
@@ -207,13 +206,16 @@ def train_sweep(
     batch_size: int | None = None,
     activation: str = "tanh",
     record_every: int | None = None,
-    mode: str = "vmap",
+    mode: str = "auto",
 ) -> tuple[Any, History]:
     """Train one run per entry of ``lrs`` (and of ``mus`` and ``keys``, broadcast to the same length).
 
     ``init_params`` is one parameter pytree (shared by all runs) or a pytree whose leaves have a leading
     axis of that length (one initialization per run, e.g. per seed). ``mode="vmap"`` runs all in one
-    compiled ``jax.vmap`` call; ``mode="loop"`` loops over one compiled single-run function. Diverging runs
+    compiled ``jax.vmap`` call; ``mode="loop"`` loops over one compiled single-run function (compiled
+    once: ``lr``, ``μ`` and the key are traced). ``mode="auto"`` (default) picks ``vmap`` on an accelerator
+    and ``loop`` on a CPU, where it measured as fast or faster (6 runs of a 40-32-32-10 MLP on 1000
+    MNIST-1D examples, 2 cores: 7 s looped vs 10 s vmapped). Diverging runs
     are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
     have shape ``(runs, records)``.
     """
@@ -227,10 +229,11 @@ def train_sweep(
     keys = jax.random.split(jax.random.PRNGKey(0), k) if keys is None else keys
     record_every = record_every or max(1, steps // 20)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
-    if mode not in ("vmap", "loop"):
-        raise ValueError(f"mode must be 'vmap' or 'loop', got {mode!r}.")
-    leaves = jax.tree.leaves(init_params)
-    per_run = leaves[0].ndim == jax.tree.leaves(init_params)[0].ndim and _stacked(init_params, k)
+    if mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    if mode == "auto":
+        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
+    per_run = _stacked(init_params, k)
     arrays = _arrays(data)
     static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
     dtype = arrays[0].dtype
@@ -266,7 +269,11 @@ def stacked_init(init_fn, keys: jax.Array, *args, **kwargs) -> Any:
 
 
 def train_loss_fn(data: Dataset, activation: str = "tanh"):
-    """``θ ↦ E(θ)`` on the full training set (for :func:`igr_tutorial.r_ig` or the curvature functions)."""
+    """``θ ↦ E(θ)`` on the full training set (for :func:`igr_tutorial.r_ig` or the curvature functions).
+
+    Make it once and reuse it: compiled functions such as :func:`igr_tutorial.hessian_top_eigenvalue` are
+    cached per loss object, so a new one per call would recompile every time.
+    """
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     return _BoundLoss(x, y, activation)
 
@@ -285,13 +292,6 @@ class _BoundLoss:
 
     def __eq__(self, other):
         return isinstance(other, _BoundLoss) and (self.x is other.x, self.y is other.y, self.activation == other.activation) == (True, True, True)
-
-
-def sharpness(params: Any, data: Dataset, activation: str = "tanh", **kwargs) -> float:
-    """Top Hessian eigenvalue of the training loss at ``params`` (Lanczos on HVPs; chapter 5)."""
-    kwargs.setdefault("tol", 1e-4)
-    kwargs.setdefault("on_failure", "warn")
-    return float(hessian_top_eigenvalue(train_loss_fn(data, activation), params, **kwargs).eigenvalue)
 
 
 def perturbed_accuracy(
