@@ -1,0 +1,97 @@
+"""The students' self-checks pass correct answers and give the right hint for typical wrong ones,
+without ever printing the solution."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import igr_tutorial as igr
+from igr_tutorial import checks as C
+from igr_tutorial.tree import num_parameters, tree_sq_norm
+
+
+def sq(loss, t):
+    return tree_sq_norm(jax.grad(loss)(t))
+
+
+def assert_hint(result, *phrases):
+    assert not result.passed, f"a wrong answer passed: {result}"
+    for phrase in phrases:
+        assert phrase in result.message, f"hint {result.message!r} lacks {phrase!r}"
+    assert "(h/4)" not in result.message and "lr / 4" not in result.message, "hints must not give the solution"
+
+
+def test_modified_loss_correct_answers_pass():
+    assert C.check_modified_loss(igr.modified_loss)
+    assert C.check_modified_loss(lambda E, h: (lambda t: E(t) + h / 4 * sq(E, t)))
+
+
+@pytest.mark.parametrize(
+    "wrong, phrases",
+    [
+        (lambda E, h: (lambda t: E(t) + h / 2 * sq(E, t)), ["twice too large"]),
+        (lambda E, h: (lambda t: E(t) + h * sq(E, t)), ["four times too large"]),
+        (lambda E, h: (lambda t: E(t) - h / 4 * sq(E, t)), ["wrong sign"]),
+        (lambda E, h: (lambda t: E(t) + sq(E, t) / 4), ["learning rate is missing"]),
+        (lambda E, h: (lambda t: E(t)), ["missing"]),
+        (lambda E, h: (lambda t: h / 4 * sq(E, t)), ["loss E(θ) itself is missing"]),
+        (lambda E, h: (lambda t: E(t) + h / 4 * jnp.sqrt(sq(E, t))), ["squared"]),
+        (lambda E, h: (lambda t: E(t) + h / 4 * jax.flatten_util.ravel_pytree(jax.grad(E)(t))[0] ** 2), ["scalar"]),
+    ],
+)
+def test_modified_loss_wrong_answers_get_the_right_hint(wrong, phrases):
+    import jax.flatten_util  # noqa: F401  (used by one wrong answer)
+
+    assert_hint(C.check_modified_loss(wrong), *phrases)
+
+
+def test_a_crashing_answer_is_reported_not_raised():
+    def broken(E, h):
+        raise NotImplementedError("exercise 3.2")
+
+    result = C.check_modified_loss(broken)
+    assert_hint(result, "raised NotImplementedError", "exercise 3.2")
+
+
+def test_r_ig():
+    assert C.check_r_ig(igr.r_ig)
+    assert_hint(C.check_r_ig(lambda E, t: sq(E, t)), "divide by m")
+    assert_hint(C.check_r_ig(lambda E, t: jnp.sqrt(sq(E, t)) / num_parameters(t)), "squared")
+    # A common pytree bug: counting leaves instead of scalar entries.
+    assert_hint(C.check_r_ig(lambda E, t: sq(E, t) / len(jax.tree.leaves(t))))
+
+
+def test_gd_step():
+    assert C.check_gd_step(lambda E, t, h: jax.tree.map(lambda a, g: a - h * g, t, jax.grad(E)(t)))
+    assert_hint(C.check_gd_step(lambda E, t, h: jax.tree.map(lambda a, g: a + h * g, t, jax.grad(E)(t))), "up the gradient")
+    assert_hint(C.check_gd_step(lambda E, t, h: jax.tree.map(lambda a, g: a - g, t, jax.grad(E)(t))), "learning rate")
+    assert_hint(C.check_gd_step(lambda E, t, h: jax.tree.map(lambda g: -h * g, jax.grad(E)(t))), "update, not the new")
+    assert_hint(C.check_gd_step(lambda E, t, h: jax.flatten_util.ravel_pytree(t)[0]), "same structure")
+
+
+def test_hvp():
+    assert C.check_hvp(igr.hvp)
+    fd = lambda E, t, v: jax.tree.map(  # noqa: E731
+        lambda a, b: (a - b) / 2e-6,
+        jax.grad(E)(jax.tree.map(lambda x, y: x + 1e-6 * y, t, v)),
+        jax.grad(E)(jax.tree.map(lambda x, y: x - 1e-6 * y, t, v)),
+    )
+    assert C.check_hvp(fd) or "differs" in C.check_hvp(fd).message  # finite differences are close but not exact
+    assert_hint(C.check_hvp(lambda E, t, v: jax.grad(E)(t)), "gradient")
+    assert_hint(C.check_hvp(lambda E, t, v: jax.tree.map(jnp.negative, igr.hvp(E, t, v))), "sign")
+
+
+def test_implicit_strength():
+    assert C.check_implicit_strength(lambda h, m: h * m / 4)
+    assert C.check_implicit_strength(igr.implicit_regularization_strength)
+    assert_hint(C.check_implicit_strength(lambda h, m: h * m), "four times")
+    assert_hint(C.check_implicit_strength(lambda h, m: h / 4), "number of parameters")
+
+
+def test_results_print_clearly():
+    ok = C.check_implicit_strength(lambda h, m: h * m / 4)
+    assert str(ok).startswith("✅") and "passed" in str(ok)
+    bad = C.check_implicit_strength(lambda h, m: h * m)
+    assert str(bad).startswith("❌") and bool(bad) is False
