@@ -190,6 +190,8 @@ def check_gd_step(student_gd_step: Callable, seed: int = 0) -> CheckResult:
                 return CheckResult(name, False, "the new parameters must have the same shape as the old ones.")
             if np.allclose(got_f, th - lr * gf, rtol=_rtol(), atol=1e-12):
                 continue
+            if np.allclose(got_f, th, rtol=_rtol(), atol=1e-12):
+                return CheckResult(name, False, "your step returns the parameters unchanged.")
             if np.allclose(got_f, th + lr * gf, rtol=_rtol(), atol=1e-12):
                 return CheckResult(name, False, "you moved up the gradient: descent subtracts it.")
             if np.allclose(got_f, th - gf, rtol=_rtol(), atol=1e-12):
