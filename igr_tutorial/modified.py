@@ -11,6 +11,7 @@ where ``m`` is the number of scalar parameters (the paper's Eq. 3 and 4).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -35,6 +36,7 @@ def modified_loss(loss: Loss, lr: float) -> Loss:
     check_learning_rate(lr)
 
     def loss_tilde(params: PyTree) -> jax.Array:
+        check_scalar_loss(loss, params)
         value, grads = jax.value_and_grad(loss)(params)
         return value + lr / 4 * tree_sq_norm(grads)
 
@@ -57,10 +59,10 @@ def implicit_regularization_strength(lr: float, params_or_m: PyTree | int) -> fl
     ``modified_loss(E, lr)(θ) == E(θ) + λ·r_ig(E, θ)`` (Barrett & Dherin 2021, Eq. 4; chapter 3).
     """
     check_learning_rate(lr)
-    if isinstance(params_or_m, int) and not isinstance(params_or_m, bool):
-        if params_or_m <= 0:
-            raise ValueError(f"the number of parameters m must be positive, got {params_or_m}.")
-        m = params_or_m
+    if isinstance(params_or_m, numbers.Integral) and not isinstance(params_or_m, bool):
+        m = int(params_or_m)
+        if m <= 0:
+            raise ValueError(f"the number of parameters m must be positive, got {m}.")
     else:
         m = num_parameters(params_or_m)
     return lr * m / 4
