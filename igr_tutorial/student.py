@@ -1,0 +1,157 @@
+"""The student edition: the chapters with every solution removed, and a build of the book without them.
+
+    python -m igr_tutorial.student --out _student          # notebooks + book build
+    python -m igr_tutorial.student --out _student --no-build
+
+Solutions written as ``{solution}`` blocks disappear. Gated code solutions (``{solution-start}`` …
+``{solution-end}``) are replaced by one stub cell per exercise that raises ``NotImplementedError`` naming
+the exercise; everything before the first stub runs as in the instructor's edition. The student book is
+built from the stored outputs (its notebooks are not executed: the stubs would stop them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+from typing import Iterable
+
+FENCE = re.compile(r"^(?P<marker>`{3,}|:{3,})\{(?P<name>solution(?:-start|-end)?)\}\s*(?P<label>\S*)")
+STUB_TAG = "student-stub"
+
+
+def stub_source(label: str) -> str:
+    return (
+        f"# Exercise {label}: write your solution here (the exercise is stated above).\n"
+        f'raise NotImplementedError("Exercise {label} is yours to solve: replace this cell with your solution.")\n'
+    )
+
+
+def _skip_block(lines: list[str], i: int, marker: str) -> int:
+    """Index just past the fenced block opened at ``lines[i]`` (closed by a line equal to ``marker``)."""
+    j = i + 1
+    while j < len(lines) and lines[j].strip() != marker:
+        j += 1
+    return j + 1
+
+
+def strip_solutions(nb: dict) -> tuple[dict, list[str]]:
+    """Return a copy of notebook ``nb`` without solutions, and the labels of the exercises given stubs."""
+    out = copy.deepcopy(nb)
+    cells = []
+    inside: str | None = None  # label of the gated solution we are in
+    stubbed: list[str] = []
+    for cell in nb["cells"]:
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] != "code":
+            lines, kept, i = src.split("\n"), [], 0
+            while i < len(lines):
+                m = FENCE.match(lines[i].strip())
+                if inside is None and m and m["name"] == "solution":
+                    i = _skip_block(lines, i, m["marker"])
+                    kept.append("*(The solution is not part of the student edition.)*")
+                elif inside is None and m and m["name"] == "solution-start":
+                    inside = m["label"]
+                    i = _skip_block(lines, i, m["marker"])
+                elif inside is not None and m and m["name"] == "solution-end":
+                    inside = None
+                    i = _skip_block(lines, i, m["marker"])
+                elif inside is not None:
+                    i += 1  # prose of a gated solution
+                else:
+                    kept.append(lines[i])
+                    i += 1
+            text = "\n".join(kept).strip("\n")
+            if text.strip():
+                new = copy.deepcopy(cell)
+                new["source"] = text
+                cells.append(new)
+        elif inside is not None:
+            if inside not in stubbed:
+                stubbed.append(inside)
+                cells.append({
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "id": f"stub-{inside}"[:64],
+                    "metadata": {"tags": [STUB_TAG, "raises-exception"]},
+                    "outputs": [],
+                    "source": stub_source(inside),
+                })
+        else:
+            cells.append(copy.deepcopy(cell))
+    if inside is not None:
+        raise ValueError(f"a {{solution-start}} for {inside} has no matching {{solution-end}}.")
+    out["cells"] = cells
+    return out, stubbed
+
+
+def make_student_notebooks(book_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, list[str]]:
+    """Write the student version of every ``book_dir/*.ipynb`` to ``out_dir``; returns the stubs per file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {}
+    for path in sorted(book_dir.glob("*.ipynb")):
+        nb, stubs = strip_solutions(json.loads(path.read_text()))
+        (out_dir / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        report[path.name] = stubs
+    return report
+
+
+def _copy_book(root: pathlib.Path, out: pathlib.Path) -> None:
+    """Copy the book's sources (not its notebooks) and a config that builds from stored outputs."""
+    (out / "book").mkdir(parents=True, exist_ok=True)
+    for f in (root / "book").iterdir():
+        if f.is_file() and f.suffix != ".ipynb":
+            shutil.copy2(f, out / "book" / f.name)
+    shutil.copy2(root / "_toc.yml", out / "_toc.yml")
+    config = (root / "_config.yml").read_text()
+    config = re.sub(r"execute_notebooks:\s*\w+", "execute_notebooks: \"off\"", config)
+    config = re.sub(r'^title:\s*"?([^"\n]*)"?', r'title: "\1 (student edition)"', config, count=1, flags=re.M)
+    (out / "_config.yml").write_text(config)
+
+
+def make_student_edition(
+    root: pathlib.Path, out: pathlib.Path, *, build: bool = True, extra_args: Iterable[str] = ()
+) -> dict[str, list[str]]:
+    """Student notebooks under ``out/book`` and, with ``build``, their book under ``out/_build/html``."""
+    out = out.resolve()
+    if out == root.resolve():
+        raise ValueError("the student edition must go to a folder other than the book itself.")
+    _copy_book(root, out)
+    report = make_student_notebooks(root / "book", out / "book")
+    if build:
+        exe = pathlib.Path(sys.executable).parent / "jupyter-book"
+        cmd = [str(exe if exe.exists() else "jupyter-book"), "build", str(out), "--all", "-W", "-n", "--keep-going", *extra_args]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError("the student book did not build:\n" + (proc.stdout + proc.stderr)[-4000:])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m igr_tutorial.student",
+        description="Make the student edition: chapters without solutions (stubs raise NotImplementedError) "
+        "and a build of the book without them.",
+    )
+    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."), help="the book's repository (default: .)")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("_student"), help="output folder (default: _student)")
+    parser.add_argument("--no-build", action="store_true", help="write the notebooks only, do not build the book")
+    args = parser.parse_args(argv)
+    if not (args.root / "_toc.yml").exists():
+        parser.error(f"{args.root} has no _toc.yml: run from the repository root or pass --root.")
+    report = make_student_edition(args.root, args.out, build=not args.no_build)
+    for name, stubs in report.items():
+        print(f"{name}: {len(stubs)} exercise stub(s)")
+    print(f"student notebooks: {args.out / 'book'}")
+    if not args.no_build:
+        print(f"student book: {args.out / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
