@@ -23,12 +23,14 @@ from typing import Iterable
 
 FENCE = re.compile(r"^(?P<marker>`{3,}|:{3,})\{(?P<name>solution(?:-start|-end)?)\}\s*(?P<label>\S*)")
 STUB_TAG = "student-stub"
+#: Pages for instructors only: left out of the student edition (notebooks and table of contents).
+INSTRUCTOR_ONLY = ("instructor_guide",)
 
 
 def stub_source(label: str) -> str:
     return (
-        f"# Exercise {label}: write your solution here (the exercise is stated above).\n"
-        f'raise NotImplementedError("Exercise {label} is yours to solve: replace this cell with your solution.")\n'
+        f"# Exercise {label}: write your answer here (the exercise is stated above).\n"
+        f'raise NotImplementedError("Exercise {label} is yours to solve: replace this cell with your own code.")\n'
     )
 
 
@@ -54,7 +56,7 @@ def strip_solutions(nb: dict) -> tuple[dict, list[str]]:
                 m = FENCE.match(lines[i].strip())
                 if inside is None and m and m["name"] == "solution":
                     i = _skip_block(lines, i, m["marker"])
-                    kept.append("*(The solution is not part of the student edition.)*")
+                    kept.append("*(The worked answer is not part of the student edition.)*")
                 elif inside is None and m and m["name"] == "solution-start":
                     inside = m["label"]
                     i = _skip_block(lines, i, m["marker"])
@@ -78,7 +80,7 @@ def strip_solutions(nb: dict) -> tuple[dict, list[str]]:
                     "cell_type": "code",
                     "execution_count": None,
                     "id": f"stub-{inside}"[:64],
-                    "metadata": {"tags": [STUB_TAG, "raises-exception"]},
+                    "metadata": {"tags": [STUB_TAG]},
                     "outputs": [],
                     "source": stub_source(inside),
                 })
@@ -95,6 +97,8 @@ def make_student_notebooks(book_dir: pathlib.Path, out_dir: pathlib.Path) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {}
     for path in sorted(book_dir.glob("*.ipynb")):
+        if path.stem in INSTRUCTOR_ONLY:
+            continue
         nb, stubs = strip_solutions(json.loads(path.read_text()))
         (out_dir / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         report[path.name] = stubs
@@ -105,9 +109,11 @@ def _copy_book(root: pathlib.Path, out: pathlib.Path) -> None:
     """Copy the book's sources (not its notebooks) and a config that builds from stored outputs."""
     (out / "book").mkdir(parents=True, exist_ok=True)
     for f in (root / "book").iterdir():
-        if f.is_file() and f.suffix != ".ipynb":
+        if f.is_file() and f.suffix != ".ipynb" and f.stem not in INSTRUCTOR_ONLY:
             shutil.copy2(f, out / "book" / f.name)
-    shutil.copy2(root / "_toc.yml", out / "_toc.yml")
+    toc = (root / "_toc.yml").read_text().splitlines()
+    toc = [line for line in toc if not any(f"book/{page}" in line for page in INSTRUCTOR_ONLY)]
+    (out / "_toc.yml").write_text("\n".join(toc) + "\n")
     config = (root / "_config.yml").read_text()
     config = re.sub(r"execute_notebooks:\s*\w+", "execute_notebooks: \"off\"", config)
     config = re.sub(r'^title:\s*"?([^"\n]*)"?', r'title: "\1 (student edition)"', config, count=1, flags=re.M)

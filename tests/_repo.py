@@ -23,9 +23,9 @@ def toc_files() -> list[str]:
 
 
 def chapter_notebooks() -> list[pathlib.Path]:
-    """The chapters: every notebook under book/, in table-of-contents order."""
+    """The chapters: every numbered notebook `book/NN_*.ipynb`, in table-of-contents order."""
     order = {name: i for i, name in enumerate(toc_files())}
-    nbs = [p for p in BOOK.glob("*.ipynb")]
+    nbs = [p for p in BOOK.glob("[0-9][0-9]_*.ipynb")]
     return sorted(nbs, key=lambda p: order.get(f"book/{p.stem}", 10**6))
 
 

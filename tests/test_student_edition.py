@@ -1,0 +1,125 @@
+"""The student edition: no solution survives, stubs point at their exercise and raise NotImplementedError,
+everything before the first stub is the instructor's code unchanged, and the student book builds."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from _repo import BOOK, ROOT, cell_source, chapter_notebooks
+from igr_tutorial import student
+
+CHAPTERS = chapter_notebooks()
+
+
+def solution_texts(nb: dict) -> list[str]:
+    """Every line of solution content in an instructor notebook (prose of {solution} blocks and gated code)
+    that does not also appear outside the solutions (a loop header shared with the chapter is no leak)."""
+    texts, public, inside = [], set(), False
+    for cell in nb["cells"]:
+        src = cell_source(cell)
+        if cell["cell_type"] == "code":
+            if inside:
+                texts += [l for l in src.splitlines() if len(l.strip()) > 25]
+            else:
+                public.update(l.strip() for l in src.splitlines())
+            continue
+        lines = src.splitlines()
+        i = 0
+        while i < len(lines):
+            m = student.FENCE.match(lines[i].strip())
+            if m and m["name"] == "solution" and not inside:
+                j = student._skip_block(lines, i, m["marker"])
+                texts += [l for l in lines[i + 1 : j - 1] if len(l.strip()) > 25 and not l.startswith(":")]
+                i = j
+                continue
+            if m and m["name"] == "solution-start":
+                inside = True
+            elif m and m["name"] == "solution-end":
+                inside = False
+            elif inside and len(lines[i].strip()) > 25:
+                texts.append(lines[i])
+            elif not inside:
+                public.add(lines[i].strip())
+            i += 1
+    return [t for t in texts if t.strip() not in public]
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    report = student.make_student_edition(ROOT, out, build=True)
+    return out, report
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_no_solution_text_survives(edition, path):
+    out, report = edition
+    original = json.loads(path.read_text())
+    text = (out / "book" / path.name).read_text()
+    assert "{solution" not in text
+    leftovers = [t for t in solution_texts(original) if json.dumps(t)[1:-1] in text]
+    assert not leftovers, f"solution text left in the student {path.name}: {leftovers[:3]}"
+    assert solution_texts(original), f"{path.name} has no solutions to remove"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_stubs_point_at_their_exercise_and_code_before_them_is_unchanged(edition, path):
+    out, report = edition
+    nb = json.loads((out / "book" / path.name).read_text())
+    stubs = [c for c in nb["cells"] if student.STUB_TAG in c.get("metadata", {}).get("tags", [])]
+    assert stubs and len(stubs) == len(report[path.name])
+    md = "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for cell, label in zip(stubs, report[path.name]):
+        assert "NotImplementedError" in cell_source(cell) and label in cell_source(cell)
+        assert re.search(r":label:\s*" + re.escape(label), md), f"the stub for {label} points at no exercise"
+    code_student = [cell_source(c) for c in nb["cells"] if c["cell_type"] == "code"]
+    code_original = [cell_source(c) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    first = code_student.index(cell_source(stubs[0]))
+    assert code_student[:first] == code_original[:first], "code before the first stub must be the instructor's"
+
+
+def test_a_student_notebook_executes_up_to_its_first_stub(edition):
+    """Run the cheapest chapter's student notebook: the first error must be the first stub's."""
+    out, report = edition
+    path = out / "book" / CHAPTERS[0].name
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(out / "book")}})
+    with pytest.raises(CellExecutionError) as err:
+        client.execute()
+    assert "NotImplementedError" in str(err.value) and report[CHAPTERS[0].name][0] in str(err.value)
+    executed = [c for c in nb.cells if c.cell_type == "code" and c.get("execution_count")]
+    stub_index = next(i for i, c in enumerate(nb.cells) if student.STUB_TAG in c.metadata.get("tags", []))
+    assert all(nb.cells.index(c) <= stub_index for c in executed)
+    assert len(executed) >= 5
+
+
+def test_the_student_book_builds_without_solutions(edition):
+    out, _ = edition
+    html = out / "_build" / "html" / "book"
+    for path in CHAPTERS:
+        page = (html / f"{path.stem}.html").read_text()
+        assert 'class="solution' not in page and "solution-start" not in page
+        original = json.loads(path.read_text())
+        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+        for line in solution_texts(original):
+            words = re.sub(r"[`$*_\\{}]", "", line).strip()
+            if len(words) > 40 and re.fullmatch(r"[A-Za-z ,.;:'()-]+", words):
+                assert words not in text, f"solution prose shown in the student {path.stem}: {words}"
+        assert "exercise admonition" in page
+
+
+def test_command_line_writes_the_notebooks(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "igr_tutorial.student", "--root", str(ROOT), "--out", str(tmp_path),
+                           "--no-build"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "book").glob("*.ipynb"))
+    assert written == sorted(p.name for p in CHAPTERS), "every chapter, and no instructor-only page"
+    assert "exercise stub" in proc.stdout
