@@ -16,6 +16,7 @@ that the command line (``python -m igr_tutorial``) can save the numbers behind e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -115,13 +116,21 @@ def select_size(size: str | ExperimentSize | None = None) -> ExperimentSize:
 
 
 def load_data(size: ExperimentSize) -> Dataset:
-    """The data set of ``size`` (MNIST-1D generated locally, or MNIST downloaded and verified)."""
-    if size.dataset == "mnist1d":
-        n_train, n_test = size.num_train or 4000, size.num_test or 1000
+    """The data set of ``size`` (MNIST-1D generated locally, or MNIST downloaded and verified).
+
+    Cached per (data set, sizes): the experiments of a chapter share one copy instead of regenerating it.
+    """
+    return _load_data_cached(size.dataset, size.num_train, size.num_test)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data_cached(dataset: str, num_train: int | None, num_test: int | None) -> Dataset:
+    if dataset == "mnist1d":
+        n_train, n_test = num_train or 4000, num_test or 1000
         data = load_mnist1d(num_samples=n_train + n_test, train_split=n_train / (n_train + n_test))
     else:
-        data = load_mnist(size.dataset)
-    return data.subset(size.num_train, size.num_test)
+        data = load_mnist(dataset)
+    return data.subset(num_train, num_test)
 
 
 def layer_sizes(data: Dataset, width: int, depth: int) -> list[int]:
