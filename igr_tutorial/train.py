@@ -127,6 +127,20 @@ def _train(params, arrays, lr, mu, key, *, steps, method, activation, batch_size
     return final, recs
 
 
+def _default_record_every(steps, record_every):
+    """``record_every`` if given, else the largest divisor of ``steps`` not above ``steps // 20`` (≥ 1)."""
+    if record_every is not None or not isinstance(steps, int) or steps < 1:
+        return record_every  # validated (or rejected) by _check_method
+    target = max(1, steps // 20)
+    return max(d for d in range(1, target + 1) if steps % d == 0)
+
+
+def _check_mu(mu):
+    mu = np.asarray(mu, dtype=float)
+    if not np.all(np.isfinite(mu)) or np.any(mu < 0):
+        raise ValueError(f"mu must be a finite number >= 0 (the EGR strength), got {mu.tolist()}.")
+
+
 def _check_method(method, batch_size, n_train, steps, record_every):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -170,18 +184,21 @@ def train(
 ) -> tuple[Any, History]:
     """Train an MLP (see :mod:`igr_tutorial.nets`) for ``steps`` steps; one compiled ``lax.scan``.
 
-    Returns the final parameters and a :class:`History` recorded every ``record_every`` steps (default
-    ``steps // 20``) plus at step 0. ``key`` seeds SGD's shuffling. A run whose training loss becomes
-    non-finite raises ``ValueError`` suggesting a smaller ``lr``, unless ``allow_divergence=True``.
+    Returns the final parameters and a :class:`History` recorded every ``record_every`` steps (default: the
+    largest divisor of ``steps`` up to ``steps // 20``) plus at step 0. ``key`` seeds SGD's shuffling. A run
+    whose training loss becomes non-finite raises ``ValueError`` suggesting a smaller ``lr``, unless
+    ``allow_divergence=True``.
     """
     check_learning_rate(lr)
-    record_every = record_every or max(1, steps // 20)
+    record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
-    if method == "egr" and (not np.isfinite(mu) or mu < 0):
-        raise ValueError(f"mu must be a finite number >= 0, got {mu}.")
+    if method == "egr":
+        _check_mu(mu)
     key = jax.random.PRNGKey(0) if key is None else key
+    arrays = _arrays(data)
+    dtype = arrays[0].dtype  # lr and μ as arrays of the data's dtype: the same compiled function as train_sweep
     final, recs = _train(
-        params, _arrays(data), lr, mu, key,
+        params, arrays, jnp.asarray(lr, dtype), jnp.asarray(mu, dtype), key,
         steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every,
     )
     hist = _history(recs, record_every)
@@ -225,9 +242,16 @@ def train_sweep(
     for lr in lrs:
         check_learning_rate(lr, name="every entry of lrs")
     k = lrs.size
-    mus = np.broadcast_to(np.asarray(mus, dtype=float), (k,))
+    mus = np.asarray(mus, dtype=float)
+    if mus.ndim > 1 or mus.size not in (1, k):
+        raise ValueError(f"mus must be one number or one per learning rate ({k}), got shape {mus.shape}.")
+    mus = np.broadcast_to(mus, (k,))
+    if method == "egr":
+        _check_mu(mus)
     keys = jax.random.split(jax.random.PRNGKey(0), k) if keys is None else keys
-    record_every = record_every or max(1, steps // 20)
+    if len(keys) != k:
+        raise ValueError(f"keys must hold one PRNG key per learning rate ({k}), got {len(keys)}.")
+    record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
     if mode not in ("auto", "vmap", "loop"):
         raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
@@ -269,9 +293,9 @@ def stacked_init(init_fn, keys: jax.Array, *args, **kwargs) -> Any:
 
 
 def train_loss_fn(data: Dataset, activation: str = "tanh"):
-    """``θ ↦ E(θ)`` on the full training set (for :func:`igr_tutorial.r_ig` or the curvature functions).
+    """``θ ↦ E(θ)`` on the full training set (for :func:`~igr_tutorial.modified.r_ig` or the curvature functions).
 
-    Make it once and reuse it: compiled functions such as :func:`igr_tutorial.hessian_top_eigenvalue` are
+    Make it once and reuse it: compiled functions such as :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` are
     cached per loss object, so a new one per call would recompile every time.
     """
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
@@ -307,8 +331,13 @@ def perturbed_accuracy(
     Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws.
     """
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    sig = jnp.asarray(np.asarray(sigmas, dtype=float), jax.tree.leaves(params)[0].dtype)
+    return np.asarray(_perturbed_accuracy(params, x, y, sig, key, num_draws=num_draws, activation=activation))
+
+
+@functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
+def _perturbed_accuracy(params, x, y, sig, key, *, num_draws, activation):
     leaves, treedef = jax.tree.flatten(params)
-    sig = jnp.asarray(np.asarray(sigmas, dtype=float), leaves[0].dtype)
 
     def one(sigma, k):
         ks = jax.random.split(k, len(leaves))
@@ -316,10 +345,14 @@ def perturbed_accuracy(
         return accuracy(mlp_apply(jax.tree.unflatten(treedef, noisy), x, activation), y)
 
     draws = jax.random.split(key, num_draws)
-    acc = jax.vmap(lambda s: jnp.mean(jax.vmap(lambda k: one(s, k))(draws)))(sig)
-    return np.asarray(acc)
+    # lax.map, not vmap: the same numbers, but a batched random draw takes XLA several times longer to compile
+    return lax.map(lambda s: jnp.mean(lax.map(lambda k: one(s, k), draws)), sig)
 
 
 def implicit_strength_for(lr: float, params: Any) -> float:
     """``λ = h·m/4`` for a network with parameters ``params`` (``m`` counted, stacked axes excluded)."""
-    return float(lr) * num_parameters(params) / 4
+    m = num_parameters(params)
+    first = jax.tree.leaves(params)[0]
+    if first.ndim == 3:  # an MLP's weights stacked along a leading run axis (see stacked_init)
+        m //= first.shape[0]
+    return float(lr) * m / 4
