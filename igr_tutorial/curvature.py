@@ -114,8 +114,7 @@ def _lanczos_top(flat_loss, x, v0, num_iters: int, n: int, tol):
     mask = (jnp.arange(num_iters) < j).astype(dtype)
     vec = (s * mask) @ V
     vec = vec / jnp.linalg.norm(vec)
-    residual = jnp.linalg.norm(matvec(vec) - theta * vec)
-    return theta, vec, residual, j
+    return theta, vec, matvec(vec), j
 
 
 def hessian_top_eigenvalue(
@@ -156,8 +155,10 @@ def hessian_top_eigenvalue(
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = jax.random.normal(key, (n,), x.dtype)
     flat_loss = _FlatLoss(loss, params)
-    theta, vec, residual, iters = _lanczos_top(flat_loss, x, v0, k, n, jnp.asarray(tol, x.dtype))
-    theta, residual, iters = float(theta), float(residual), int(iters)
+    theta, vec, hv, iters = _lanczos_top(flat_loss, x, v0, k, n, jnp.asarray(tol, x.dtype))
+    theta, iters = float(theta), int(iters)
+    # The residual ‖Hv − λv‖ is formed in NumPy, outside the compiled loop.
+    residual = float(np.linalg.norm(np.asarray(hv, np.float64) - theta * np.asarray(vec, np.float64)))
     converged = residual <= 10 * tol * max(abs(theta), 1e-30) or iters >= n
     if not converged:
         msg = (
@@ -185,12 +186,14 @@ class _FlatLoss:
         self.layout = tuple((tuple(jnp.shape(l)), jnp.result_type(l).name) for l in leaves)
 
     def unravel(self, x):
-        leaves, i = [], 0
-        for shape, dtype in self.layout:
-            size = int(np.prod(shape, dtype=int))
-            leaves.append(x[i : i + size].reshape(shape).astype(dtype))
-            i += size
-        return jax.tree.unflatten(self.treedef, leaves)
+        # jnp.split, not static slices: the derivative of a slice is a pad, which jaxlib 0.10.2's CPU backend
+        # fused wrongly into a later reduction (a layer's block of Hv went missing from ‖Hv − λv‖ at ~17k
+        # parameters); the derivative of a split is a concatenate, as in jax.flatten_util.ravel_pytree.
+        sizes = [int(np.prod(shape, dtype=int)) for shape, _ in self.layout]
+        pieces = jnp.split(x, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [x]
+        return jax.tree.unflatten(
+            self.treedef, [p.reshape(shape).astype(dtype) for p, (shape, dtype) in zip(pieces, self.layout)]
+        )
 
     def __call__(self, x):
         return self.loss(self.unravel(x))

@@ -130,3 +130,30 @@ def test_hutchinson_trace_is_exact_for_a_diagonal_hessian():
 def test_hessian_trace_rejects_bad_sample_counts():
     with pytest.raises(ValueError, match="num_samples"):
         igr.hessian_trace(lambda t: jnp.sum(t**2), jnp.ones(2), jax.random.PRNGKey(0), num_samples=0)
+
+
+def test_residual_is_right_on_a_network_with_tens_of_thousands_of_parameters():
+    """Regression: at ~17k parameters the reported residual once lost a layer's block of Hv (an XLA fusion of
+    the pads that static slices differentiate into). Check it against an independent pytree HVP."""
+    k = jax.random.split(jax.random.PRNGKey(5), 4)
+    sizes = [2, 128, 128, 1]
+    params = [
+        {"W": jax.random.normal(kk, (a, b)) / np.sqrt(a), "b": 0.1 * jnp.ones(b)}
+        for kk, a, b in zip(k[:3], sizes[:-1], sizes[1:])
+    ]
+    X = jax.random.normal(k[3], (64, 2))
+    y = jnp.sin(X[:, 0])
+
+    def loss(p):
+        h = X
+        for layer in p[:-1]:
+            h = jnp.tanh(h @ layer["W"] + layer["b"])
+        return 0.5 * jnp.mean((h @ p[-1]["W"] + p[-1]["b"] - y[:, None]) ** 2)
+
+    assert igr.num_parameters(params) > 17_000
+    res = igr.hessian_top_eigenvalue(loss, params, tol=1e-6)
+    hv = igr.hvp(loss, params, res.eigenvector)
+    independent = np.sqrt(sum(float(jnp.sum((a - res.eigenvalue * b) ** 2))
+                              for a, b in zip(jax.tree.leaves(hv), jax.tree.leaves(res.eigenvector))))
+    np.testing.assert_allclose(res.residual, independent, rtol=1e-3, atol=1e-12)
+    assert res.converged and independent <= 10 * 1e-6 * abs(res.eigenvalue)
