@@ -141,7 +141,7 @@ def test_residual_is_right_on_a_network_with_tens_of_thousands_of_parameters():
         {"W": jax.random.normal(kk, (a, b)) / np.sqrt(a), "b": 0.1 * jnp.ones(b)}
         for kk, a, b in zip(k[:3], sizes[:-1], sizes[1:])
     ]
-    X = jax.random.normal(k[3], (64, 2))
+    X = jax.random.normal(k[3], (256, 2))
     y = jnp.sin(X[:, 0])
 
     def loss(p):
