@@ -105,15 +105,28 @@ def make_student_notebooks(book_dir: pathlib.Path, out_dir: pathlib.Path) -> dic
     return report
 
 
+def student_toc(text: str) -> str:
+    """The table of contents without instructor-only pages (and without parts they leave empty)."""
+    import yaml
+
+    toc = yaml.safe_load(text)
+    keep = lambda entry: not any(entry.get("file") == f"book/{page}" for page in INSTRUCTOR_ONLY)  # noqa: E731
+    for part in toc.get("parts", []):
+        part["chapters"] = [c for c in part.get("chapters", []) if keep(c)]
+    if "parts" in toc:
+        toc["parts"] = [p for p in toc["parts"] if p["chapters"]]
+    if "chapters" in toc:
+        toc["chapters"] = [c for c in toc["chapters"] if keep(c)]
+    return yaml.safe_dump(toc, sort_keys=False, allow_unicode=True)
+
+
 def _copy_book(root: pathlib.Path, out: pathlib.Path) -> None:
     """Copy the book's sources (not its notebooks) and a config that builds from stored outputs."""
     (out / "book").mkdir(parents=True, exist_ok=True)
     for f in (root / "book").iterdir():
         if f.is_file() and f.suffix != ".ipynb" and f.stem not in INSTRUCTOR_ONLY:
             shutil.copy2(f, out / "book" / f.name)
-    toc = (root / "_toc.yml").read_text().splitlines()
-    toc = [line for line in toc if not any(f"book/{page}" in line for page in INSTRUCTOR_ONLY)]
-    (out / "_toc.yml").write_text("\n".join(toc) + "\n")
+    (out / "_toc.yml").write_text(student_toc((root / "_toc.yml").read_text()))
     config = (root / "_config.yml").read_text()
     config = re.sub(r"execute_notebooks:\s*\w+", "execute_notebooks: \"off\"", config)
     config = re.sub(r'^title:\s*"?([^"\n]*)"?', r'title: "\1 (student edition)"', config, count=1, flags=re.M)

@@ -1,0 +1,202 @@
+"""The command line: ``python -m igr_tutorial figure NAME`` and ``python -m igr_tutorial sizes``.
+
+``figure`` runs the experiment behind a figure once (``rig``, ``sharpness``, ``test-accuracy`` and
+``robustness`` share one learning-rate sweep; ``all`` runs each of the three experiments once), writes
+``DIR/NAME.png`` and ``DIR/NAME.json`` (the numbers behind the figure, the experiment size, the JAX backend
+and device, the JAX version and the wall time), and reports progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from .experiments import SIZES
+
+# figure name -> (experiment, plot function name in igr_tutorial.figures, run keys kept in its JSON or None)
+_SWEEP_COMMON = ("width", "seed", "lr", "m", "lambda", "diverged")
+FIGURES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "rig": ("learning_rate_sweep", "plot_rig_vs_lambda", _SWEEP_COMMON + ("r_ig", "step", "r_ig_curve")),
+    "sharpness": ("learning_rate_sweep", "plot_sharpness_vs_lambda",
+                  _SWEEP_COMMON + ("sharpness", "sharpness_converged")),
+    "test-accuracy": ("learning_rate_sweep", "plot_test_accuracy_vs_lambda",
+                      _SWEEP_COMMON + ("train_accuracy", "test_accuracy", "step", "train_loss_curve",
+                                       "test_accuracy_curve")),
+    "robustness": ("learning_rate_sweep", "plot_robustness", _SWEEP_COMMON + ("test_accuracy", "perturbed_accuracy")),
+    "egr": ("egr_sweep", "plot_egr", None),
+    "rk4": ("rk4_versus_gd", "plot_rk4_vs_gd", None),
+}
+DPI = 120
+
+_DESCRIPTION = """\
+Reproduce the deep-network figures of the book on Implicit Gradient Regularization
+(Barrett & Dherin 2021): `figure NAME` runs the experiment and writes NAME.png and NAME.json.
+
+The experiment size (data set, widths, depth, learning rates, steps, seeds) is --size; without it the
+environment variable IGR_TUTORIAL_SIZE decides, else the JAX backend: 'paper' (full MNIST, downloaded)
+on a GPU, 'small' (MNIST-1D, generated locally; minutes on a laptop CPU) otherwise. 'tiny' is for tests.
+`sizes` lists them."""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m igr_tutorial",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{figure,sizes}")
+    fig = sub.add_parser(
+        "figure",
+        help="run an experiment and write its figure (PNG) and numbers (JSON)",
+        description="Run the experiment behind figure NAME once and write DIR/NAME.png and DIR/NAME.json. "
+        "rig, sharpness, test-accuracy and robustness come from one learning-rate sweep (chapter 6); egr "
+        "and rk4 are chapter 7. 'all' runs each experiment once and writes every figure.",
+    )
+    fig.add_argument("name", choices=[*FIGURES, "all"], metavar="NAME",
+                     help="one of: " + ", ".join([*FIGURES, "all"]))
+    fig.add_argument("--size", choices=sorted(SIZES), default=None,
+                     help="experiment size (default: $IGR_TUTORIAL_SIZE, else 'paper' on a GPU and 'small' otherwise)")
+    fig.add_argument("--out", default="figures", type=pathlib.Path, metavar="DIR",
+                     help="output folder, created if missing (default: ./figures)")
+    fig.add_argument("--seed", default=0, type=int, metavar="N", help="seed of the initializations (default: 0)")
+    sub.add_parser("sizes", help="list the experiment sizes and their settings",
+                   description="List the experiment sizes and their settings, marking the default here.")
+    return parser
+
+
+def _device_info() -> dict[str, Any]:
+    import jax
+
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": str(dev),
+        "device_kind": getattr(dev, "device_kind", "unknown"),
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+    }
+
+
+def _json_safe(x: Any) -> Any:
+    """Non-finite floats as ``None`` (strict JSON), tuples as lists."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # NumPy scalars
+        return _json_safe(x.item())
+    return x
+
+
+def _numbers(name: str, results: dict) -> dict:
+    """The part of an experiment's results that figure ``name`` shows."""
+    keys = FIGURES[name][2]
+    if keys is None:
+        return results
+    out = {k: v for k, v in results.items() if k != "runs"}
+    out["runs"] = [{k: run[k] for k in keys if k in run} for run in results["runs"]]
+    return out
+
+
+def _default_size_reason() -> str:
+    import jax
+
+    if os.environ.get("IGR_TUTORIAL_SIZE"):
+        return "IGR_TUTORIAL_SIZE"
+    return f"JAX backend {jax.default_backend()!r}"
+
+
+def run_figures(names: Sequence[str], size_name: str | None, out: pathlib.Path, seed: int,
+                progress: Callable[[str], None] = _progress) -> list[pathlib.Path]:
+    """Run each experiment that ``names`` need once, and write ``out/NAME.png`` and ``out/NAME.json``."""
+    from . import experiments, figures
+
+    size = experiments.select_size(size_name)
+    info = _device_info()
+    progress(f"size {size.name!r} ({'--size' if size_name else _default_size_reason()}) on "
+             f"{info['backend']} ({info['device']}), jax {info['jax_version']}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for experiment in dict.fromkeys(FIGURES[n][0] for n in names):  # each experiment once, in order
+        progress(f"running {experiment} ...")
+        t0 = time.perf_counter()
+        results = getattr(experiments, experiment)(size, seed=seed, progress=progress)
+        wall = time.perf_counter() - t0
+        progress(f"{experiment} done in {wall:.1f} s")
+        for name in (n for n in names if FIGURES[n][0] == experiment):
+            fig = getattr(figures, FIGURES[name][1])(results)
+            png, js = out / f"{name}.png", out / f"{name}.json"
+            progress(f"writing {png}")
+            fig.savefig(png, dpi=DPI, facecolor="white")
+            record = {
+                "figure": name,
+                "experiment": experiment,
+                "seed": seed,
+                "size": dataclasses.asdict(size),
+                **info,
+                "wall_time_s": wall,
+                "results": _numbers(name, results),
+            }
+            progress(f"writing {js}")
+            js.write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False) + "\n")
+            written += [png, js]
+    return written
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def print_sizes(stream=None) -> None:
+    """Print every experiment size with its settings, marking the one chosen here by default."""
+    from .experiments import select_size
+
+    stream = stream or sys.stdout
+    try:
+        default = select_size(None).name
+        why = _default_size_reason()
+    except ValueError as exc:  # a bad IGR_TUTORIAL_SIZE
+        default, why = None, str(exc)
+    for name, size in SIZES.items():
+        mark = f"  (default here: {why})" if name == default else ""
+        print(f"{name}{mark}", file=stream)
+        for field in dataclasses.fields(size):
+            if field.name != "name":
+                print(f"    {field.name:<13} {_fmt(getattr(size, field.name))}", file=stream)
+    if default is None:
+        print(f"note: {why}", file=stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sizes":
+        try:
+            print_sizes()
+            sys.stdout.flush()
+        except BrokenPipeError:  # e.g. `python -m igr_tutorial sizes | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    names = list(FIGURES) if args.name == "all" else [args.name]
+    try:
+        run_figures(names, args.size, args.out, args.seed)
+    except (ValueError, OSError) as exc:  # bad IGR_TUTORIAL_SIZE, no network for MNIST, unwritable DIR, ...
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    return 0

@@ -1,0 +1,476 @@
+"""The MLP, its training loops (GD, SGD, EGR, RK4), the robustness metric and the experiments of chapters 6–7.
+
+Every training rule is checked against an independent computation: hand-written steps with ``jax.grad`` of
+the loss (or of the explicit regularized loss for EGR), a hand-written RK4 step, NumPy forward passes, and
+the exact gradient flow. Shapes are tiny and, where the comparison is tight, float64 (conftest enables it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import igr_tutorial as igr
+from igr_tutorial import experiments as ex
+from igr_tutorial.data import Dataset, load_mnist1d
+from igr_tutorial.nets import accuracy, classification_loss, cross_entropy, init_mlp, mlp_apply
+from igr_tutorial.train import (
+    History,
+    implicit_strength_for,
+    perturbed_accuracy,
+    stacked_init,
+    train,
+    train_sweep,
+)
+from igr_tutorial.tree import num_parameters, tree_sq_norm
+
+SIZES = [3, 5, 4, 3]  # d_in, two hidden layers, classes
+STEPS, EVERY = 4, 1  # most runs share these, so that they share one compiled training loop
+
+
+def blobs(n_train=24, n_test=12, d=3, classes=3, dtype=np.float64, seed=0, spread=1.0) -> Dataset:
+    """Gaussian blobs around ``classes`` random centres; balanced labels ``0, 1, …, classes-1, 0, …``."""
+    rng = np.random.default_rng(seed)
+    centres = 2.0 * rng.normal(size=(classes, d))
+
+    def draw(n):
+        y = np.arange(n) % classes
+        return (centres[y] + spread * rng.normal(size=(n, d))).astype(dtype), y.astype(np.int32)
+
+    (xtr, ytr), (xte, yte) = draw(n_train), draw(n_test)
+    return Dataset("blobs", xtr, ytr, xte, yte)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return blobs()
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_mlp(jax.random.PRNGKey(1), SIZES, dtype=jnp.float64)
+
+
+def loss_on(data):
+    return lambda p: classification_loss(p, jnp.asarray(data.x_train), jnp.asarray(data.y_train))
+
+
+def manual_descent(loss, params, lr, steps):
+    """``steps`` steps ``θ ← θ − lr·∇loss(θ)``, written out with jax.grad (jitted, to keep tests quick)."""
+    step = jax.jit(lambda p: jax.tree.map(lambda a, g: a - lr * g, p, jax.grad(loss)(p)))
+    for _ in range(steps):
+        params = step(params)
+    return params
+
+
+def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
+    fa, _ = ravel_pytree(a)
+    fb, _ = ravel_pytree(b)
+    np.testing.assert_allclose(np.asarray(fa), np.asarray(fb), rtol=rtol, atol=atol)
+
+
+# --------------------------------------------------------------------------------------------------
+# nets
+# --------------------------------------------------------------------------------------------------
+
+
+def test_init_mlp_shapes_and_parameter_count():
+    sizes = [7, 5, 4, 3]
+    p = init_mlp(jax.random.PRNGKey(0), sizes)
+    assert [(l["W"].shape, l["b"].shape) for l in p] == [((7, 5), (5,)), ((5, 4), (4,)), ((4, 3), (3,))]
+    assert num_parameters(p) == sum((sizes[i] + 1) * sizes[i + 1] for i in range(len(sizes) - 1)) == 79
+    assert all(float(jnp.abs(l["b"]).max()) == 0 for l in p)
+    assert p[0]["W"].dtype == jnp.float32
+    assert init_mlp(jax.random.PRNGKey(0), sizes, dtype=jnp.float64)[0]["W"].dtype == jnp.float64
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
+def test_mlp_apply_matches_a_numpy_forward_pass(params, activation):
+    x = np.random.default_rng(3).normal(size=(6, SIZES[0]))
+    act = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0), "softplus": lambda z: np.log1p(np.exp(z))}[activation]
+    h = x
+    layers = [(np.asarray(l["W"]), np.asarray(l["b"])) for l in params]
+    for W, b in layers[:-1]:
+        h = act(h @ W + b)
+    expected = h @ layers[-1][0] + layers[-1][1]
+    np.testing.assert_allclose(np.asarray(mlp_apply(params, jnp.asarray(x), activation)), expected, rtol=1e-12)
+
+
+def test_cross_entropy_matches_numpy_log_softmax():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(5, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected = -np.mean(logp[np.arange(5), labels])
+    got = float(cross_entropy(jnp.asarray(logits), jnp.asarray(labels, jnp.int32)))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_accuracy_on_hand_made_logits():
+    logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 5.0, 1.0], [0.0, 0.0, 3.0], [9.0, 0.0, 0.0]])
+    assert float(accuracy(logits, jnp.array([0, 1, 2, 0]))) == 1.0
+    assert float(accuracy(logits, jnp.array([0, 1, 0, 1]))) == 0.5
+    assert float(accuracy(logits, jnp.array([1, 0, 0, 1]))) == 0.0
+
+
+def test_bad_activation_and_sizes_raise(params):
+    with pytest.raises(ValueError, match="activation must be one of"):
+        mlp_apply(params, jnp.ones((2, SIZES[0])), "sigmoid")
+    for sizes in ([3], [3, 0, 2], []):
+        with pytest.raises(ValueError, match="sizes must"):
+            init_mlp(jax.random.PRNGKey(0), sizes)
+
+
+# --------------------------------------------------------------------------------------------------
+# train: every update rule against an independent computation
+# --------------------------------------------------------------------------------------------------
+
+
+def test_gd_equals_manual_gradient_steps(data, params):
+    final, _ = train(params, data, 0.3, STEPS, record_every=EVERY)
+    assert_trees_close(final, manual_descent(loss_on(data), params, 0.3, STEPS))
+
+
+def test_egr_equals_gd_on_the_explicitly_regularized_loss(data, params):
+    """EGR (jvp route in train.py) = GD on E + μ‖∇E‖², differentiated directly with jax.grad."""
+    lr, mu = 0.2, 0.15
+    final, _ = train(params, data, lr, STEPS, method="egr", mu=mu, record_every=EVERY)
+    loss = loss_on(data)
+    regularized = lambda p: loss(p) + mu * tree_sq_norm(jax.grad(loss)(p))  # noqa: E731
+    assert_trees_close(final, manual_descent(regularized, params, lr, STEPS))
+    # and μ = 0 is plain GD
+    assert_trees_close(train(params, data, lr, STEPS, method="egr", mu=0.0, record_every=EVERY)[0],
+                       train(params, data, lr, STEPS, record_every=EVERY)[0])
+
+
+def test_rk4_one_step_equals_a_hand_written_rk4_step(data, params):
+    h = 0.4
+    x0, unravel = ravel_pytree(params)
+    loss = loss_on(data)
+    f = jax.jit(lambda x: -jax.grad(lambda y: loss(unravel(y)))(x))
+    k1 = f(x0)
+    k2 = f(x0 + h / 2 * k1)
+    k3 = f(x0 + h / 2 * k2)
+    k4 = f(x0 + h * k3)
+    expected = x0 + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    final, _ = train(params, data, h, 1, method="rk4", record_every=1)
+    np.testing.assert_allclose(np.asarray(ravel_pytree(final)[0]), np.asarray(expected), rtol=1e-12, atol=1e-14)
+
+
+def test_rk4_follows_the_gradient_flow_to_fourth_order_and_gd_to_first(data, params):
+    """Global error at t = T against the exact flow: ≈ C·h⁴ for RK4, ≈ C·h for GD (float64)."""
+    T, hs = 1.6, [0.4, 0.2, 0.1]  # 4, 8, 16 steps
+    x0, unravel = ravel_pytree(params)
+    loss = loss_on(data)
+    exact = igr.gradient_flow(lambda x: loss(unravel(x)), x0, jnp.array([0.0, T]))[-1]
+    errors = {"gd": [], "rk4": []}
+    for h in hs:
+        steps = round(T / h)
+        for method in errors:
+            final, _ = train(params, data, h, steps, method=method, record_every=EVERY)
+            errors[method].append(float(jnp.linalg.norm(ravel_pytree(final)[0] - exact)))
+    order_gd = igr.convergence_order(hs, errors["gd"])
+    order_rk4 = igr.convergence_order(hs, errors["rk4"])
+    assert 0.8 < order_gd < 1.3, errors
+    assert 3.5 < order_rk4 < 4.6, errors
+    assert all(e_rk4 < 1e-2 * e_gd for e_rk4, e_gd in zip(errors["rk4"], errors["gd"])), errors
+
+
+def test_sgd_with_the_full_batch_is_gd(data, params):
+    n = data.x_train.shape[0]
+    sgd, _ = train(params, data, 0.3, STEPS, method="sgd", batch_size=n, key=jax.random.PRNGKey(5),
+                   record_every=EVERY)
+    gd, _ = train(params, data, 0.3, STEPS, record_every=EVERY)
+    assert_trees_close(sgd, gd, rtol=1e-9)
+
+
+def test_sgd_uses_every_example_exactly_once_per_epoch_and_reshuffles():
+    """One-hot inputs: example i moves only row i of W. With a tiny step the move is (uses of i) × (the
+    first-order change of one use), so the rows tell how often each example was used."""
+    n, batch, classes = 12, 4, 3
+    per_epoch = n // batch
+    y = (np.arange(n) % classes).astype(np.int32)
+    data = Dataset("onehot", np.eye(n), y, np.eye(n)[:3], y[:3])
+    p0 = init_mlp(jax.random.PRNGKey(2), [n, classes], dtype=jnp.float64)
+    lr, key = 1e-6, jax.random.PRNGKey(11)
+    W0, b0 = np.asarray(p0[0]["W"]), np.asarray(p0[0]["b"])
+    logits = W0 + b0
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    one_use = -lr / batch * (soft - np.eye(classes)[y])  # change of row i from one use of example i
+
+    def uses(steps):
+        final, _ = train(p0, data, lr, steps, method="sgd", batch_size=batch, key=key, record_every=1)
+        dW = np.asarray(final[0]["W"]) - W0
+        counts = np.sum(dW * one_use, axis=1) / np.sum(one_use * one_use, axis=1)
+        np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+        return np.round(counts).astype(int)
+
+    np.testing.assert_array_equal(uses(per_epoch), np.ones(n))  # each example exactly once in epoch 1
+    first_of_epoch1 = set(np.flatnonzero(uses(1)))
+    counts = uses(per_epoch + 1)
+    assert set(counts) == {1, 2}
+    first_of_epoch2 = set(np.flatnonzero(counts == 2))
+    assert len(first_of_epoch1) == len(first_of_epoch2) == batch
+    assert first_of_epoch1 != first_of_epoch2  # reshuffled every epoch
+
+
+def test_history_records_and_metrics(data, params):
+    final, hist = train(params, data, 0.3, STEPS, record_every=EVERY)
+    assert isinstance(hist, History)
+    np.testing.assert_array_equal(hist.step, np.arange(STEPS + 1))
+    for arr in (hist.train_loss, hist.train_accuracy, hist.test_loss, hist.test_accuracy, hist.grad_norm_sq):
+        assert arr.shape == (STEPS + 1,)
+    loss = loss_on(data)
+    xte, yte = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    assert hist.train_loss[0] == pytest.approx(float(loss(params)), rel=1e-12)
+    assert hist.train_loss[-1] == pytest.approx(float(loss(final)), rel=1e-12)
+    assert hist.test_loss[-1] == pytest.approx(float(classification_loss(final, xte, yte)), rel=1e-12)
+    assert hist.test_accuracy[-1] == float(accuracy(mlp_apply(final, xte), yte))
+    # ‖∇E‖² at the final parameters, from the flattened loss
+    x, unravel = ravel_pytree(final)
+    g = jax.grad(lambda v: loss(unravel(v)))(x)
+    assert hist.grad_norm_sq[-1] == pytest.approx(float(jnp.sum(g**2)), rel=1e-10)
+    m = num_parameters(params)
+    np.testing.assert_allclose(hist.r_ig(m), hist.grad_norm_sq / m)
+    # the record at step 2 is the state after 2 steps
+    assert hist.train_loss[2] == pytest.approx(float(loss(manual_descent(loss, params, 0.3, 2))), rel=1e-12)
+    # every second step: records at 0, 2, 4 with the same values
+    _, every2 = train(params, data, 0.3, STEPS, record_every=2)
+    np.testing.assert_array_equal(every2.step, [0, 2, 4])
+    np.testing.assert_allclose(every2.train_loss, hist.train_loss[::2], rtol=1e-12)
+
+
+def test_default_record_every_divides_the_steps(data, params):
+    _, hist = train(params, data, 0.1, 45)  # 45 // 20 = 2 does not divide 45: the largest divisor ≤ 2 is 1
+    np.testing.assert_array_equal(hist.step, np.arange(46))
+
+
+# --------------------------------------------------------------------------------------------------
+# train_sweep and stacked initializations
+# --------------------------------------------------------------------------------------------------
+
+
+def test_train_sweep_vmap_equals_loop_equals_single_runs(data, params):
+    lrs = [0.1, 0.3, 0.5]
+    f_vmap, h_vmap = train_sweep(params, data, lrs, STEPS, record_every=EVERY, mode="vmap")
+    f_loop, h_loop = train_sweep(params, data, lrs, STEPS, record_every=EVERY, mode="loop")
+    assert_trees_close(f_vmap, f_loop, rtol=1e-9)
+    np.testing.assert_allclose(h_vmap.train_loss, h_loop.train_loss, rtol=1e-9)
+    np.testing.assert_allclose(h_vmap.grad_norm_sq, h_loop.grad_norm_sq, rtol=1e-9)
+    assert h_vmap.train_loss.shape == (3, STEPS + 1)
+    np.testing.assert_array_equal(h_vmap.step, np.arange(STEPS + 1))
+    for i, lr in enumerate(lrs):
+        single, hist = train(params, data, lr, STEPS, record_every=EVERY)
+        assert_trees_close(jax.tree.map(lambda x: x[i], f_vmap), single, rtol=1e-9)
+        np.testing.assert_allclose(h_vmap.test_accuracy[i], hist.test_accuracy)
+
+
+def test_stacked_init_gives_one_initialization_per_seed(data):
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    stacked = stacked_init(init_mlp, keys, SIZES, dtype=jnp.float64)
+    assert stacked[0]["W"].shape == (3, SIZES[0], SIZES[1])
+    for i in range(3):
+        assert_trees_close(jax.tree.map(lambda x: x[i], stacked), init_mlp(keys[i], SIZES, dtype=jnp.float64), rtol=0)
+    m = num_parameters(init_mlp(keys[0], SIZES))
+    assert implicit_strength_for(0.2, stacked) == implicit_strength_for(0.2, init_mlp(keys[0], SIZES)) == 0.2 * m / 4
+
+
+def test_train_sweep_per_seed_sgd_and_egr_match_single_runs(data):
+    """One initialization and one SGD key per run (stacked), in both sweep modes; and EGR's μ per run."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    stacked = stacked_init(init_mlp, keys, SIZES, dtype=jnp.float64)
+    lrs, steps, batch = [0.2, 0.4], STEPS, 8
+    sgd_keys = jax.random.split(jax.random.PRNGKey(9), 2)
+    for mode in ("vmap", "loop"):
+        finals, _ = train_sweep(stacked, data, lrs, steps, method="sgd", batch_size=batch, keys=sgd_keys,
+                                record_every=EVERY, mode=mode)
+        for i in range(2):
+            p_i = jax.tree.map(lambda x: x[i], stacked)
+            single, _ = train(p_i, data, lrs[i], steps, method="sgd", batch_size=batch, key=sgd_keys[i],
+                              record_every=EVERY)
+            assert_trees_close(jax.tree.map(lambda x: x[i], finals), single, rtol=1e-9)
+    mus = [0.0, 0.3]
+    finals, _ = train_sweep(stacked, data, lrs, steps, mus=mus, method="egr", record_every=EVERY, mode="loop")
+    single, _ = train(jax.tree.map(lambda x: x[1], stacked), data, lrs[1], steps, method="egr", mu=mus[1],
+                      record_every=EVERY)
+    assert_trees_close(jax.tree.map(lambda x: x[1], finals), single, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad inputs and divergence
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [
+        (dict(method="adam"), r"method must be one of \('gd', 'sgd', 'egr', 'rk4'\)"),
+        (dict(method="sgd"), "SGD needs 1 <= batch_size"),
+        (dict(method="sgd", batch_size=0), "SGD needs 1 <= batch_size"),
+        (dict(method="sgd", batch_size=10_000), "SGD needs 1 <= batch_size"),
+        (dict(batch_size=4), "batch_size is only used by method='sgd'"),
+        (dict(record_every=5), "record_every must be a positive divisor of steps=12"),
+        (dict(record_every=0), "record_every must be a positive divisor"),
+        (dict(method="egr", mu=-0.1), "mu must be a finite number >= 0"),
+        (dict(method="egr", mu=float("nan")), "mu must be a finite number >= 0"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(lr=-0.1), "lr must be > 0"),
+        (dict(lr=float("inf")), "lr must be a finite number"),
+        (dict(steps=0), "steps must be a positive integer"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(data, params, kwargs, phrase):
+    kwargs = {"lr": 0.1, "steps": 12, "record_every": 1, **kwargs}
+    lr, steps = kwargs.pop("lr"), kwargs.pop("steps")
+    with pytest.raises(ValueError, match=phrase):
+        train(params, data, lr, steps, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [
+        (dict(lrs=[]), "lrs must be a non-empty"),
+        (dict(lrs=[0.1, -1.0]), "every entry of lrs must be > 0"),
+        (dict(method="egr", mus=[0.1, -0.1]), "mu must be a finite number >= 0"),
+        (dict(mus=[0.1, 0.2, 0.3]), "mus must be one number or one per learning rate"),
+        (dict(mode="pmap"), "mode must be 'auto', 'vmap' or 'loop'"),
+        (dict(method="gd", batch_size=4), "batch_size is only used"),
+    ],
+)
+def test_bad_sweep_inputs_raise_clear_errors(data, params, kwargs, phrase):
+    kwargs = {"lrs": [0.1, 0.2], **kwargs}
+    with pytest.raises(ValueError, match=phrase):
+        train_sweep(params, data, kwargs.pop("lrs"), 4, **kwargs)
+
+
+def test_a_diverging_run_raises_naming_the_step_unless_allowed():
+    data = blobs(dtype=np.float32)
+    p = init_mlp(jax.random.PRNGKey(0), SIZES)  # float32: cross-entropy gradients are bounded, so it
+    with pytest.raises(ValueError, match=r"training diverged: .* by step \d+ with lr=1e\+38"):  # takes a huge h
+        train(p, data, 1e38, STEPS, record_every=EVERY)
+    _, hist = train(p, data, 1e38, STEPS, record_every=EVERY, allow_divergence=True)
+    assert not np.all(np.isfinite(hist.train_loss))
+
+
+# --------------------------------------------------------------------------------------------------
+# Robustness metric
+# --------------------------------------------------------------------------------------------------
+
+
+def test_perturbed_accuracy_at_zero_noise_is_test_accuracy_and_at_huge_noise_is_chance():
+    data = blobs(n_train=60, n_test=60, spread=0.3, seed=1)
+    p0 = init_mlp(jax.random.PRNGKey(0), SIZES, dtype=jnp.float64)
+    trained, hist = train(p0, data, 1.0, 100, record_every=100)
+    clean = float(accuracy(mlp_apply(trained, jnp.asarray(data.x_test)), jnp.asarray(data.y_test)))
+    assert clean > 0.8  # learnable blobs: far above chance, so a drop to chance is visible
+    acc = perturbed_accuracy(trained, data, [0.0, 1e4], jax.random.PRNGKey(3), num_draws=40)
+    assert acc.shape == (2,)
+    assert acc[0] == pytest.approx(clean, abs=1e-6) and acc[0] == pytest.approx(hist.test_accuracy[-1], abs=1e-6)
+    assert abs(acc[1] - 1 / 3) < 0.12, acc
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiments: size selection and the paper configuration's code path on tiny shapes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_select_size(monkeypatch):
+    monkeypatch.delenv("IGR_TUTORIAL_SIZE", raising=False)
+    assert ex.select_size("tiny") is ex.SIZES["tiny"]
+    assert ex.select_size("paper") is ex.SIZES["paper"]
+    custom = dataclasses.replace(ex.SIZES["tiny"], steps=10)
+    assert ex.select_size(custom) is custom
+    assert jax.default_backend() == "cpu"
+    assert ex.select_size().name == "small"  # default on a CPU
+    monkeypatch.setenv("IGR_TUTORIAL_SIZE", "tiny")
+    assert ex.select_size().name == "tiny"
+    assert ex.select_size("small").name == "small"  # an explicit name wins over the environment
+    monkeypatch.setenv("IGR_TUTORIAL_SIZE", "huge")
+    with pytest.raises(ValueError, match=r"size must be one of \['paper', 'small', 'tiny'\], got 'huge'"):
+        ex.select_size()
+    with pytest.raises(ValueError, match="got 'nope'"):
+        ex.select_size("nope")
+
+
+def test_load_data_subsets_mnist1d():
+    size = dataclasses.replace(ex.SIZES["tiny"], num_train=50, num_test=30)
+    d = ex.load_data(size)
+    assert d.x_train.shape == (50, 40) and d.x_test.shape == (30, 40) and d.num_classes == 10
+
+
+@pytest.fixture(scope="module")
+def paper_on_tiny_shapes():
+    """SIZES["paper"] (MNIST-shaped inputs, depth 4, its μ and σ grids) with tiny widths, steps and data."""
+    size = dataclasses.replace(ex.SIZES["paper"], widths=(8,), depth=4, lrs=(0.01, 0.1), steps=20, seeds=1,
+                               record_every=10, num_train=64, num_test=32)
+    rng = np.random.default_rng(0)
+    fake = Dataset("mnist", rng.random((64, 784), dtype=np.float32), (np.arange(64) % 10).astype(np.int32),
+                   rng.random((32, 784), dtype=np.float32), (np.arange(32) % 10).astype(np.int32))
+    asked = []
+
+    def load_data(s):
+        asked.append(s.dataset)
+        return fake
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ex, "load_data", load_data)
+    messages = []
+    try:
+        out = {
+            "sweep": ex.learning_rate_sweep(size, progress=messages.append),
+            "egr": ex.egr_sweep(size, progress=messages.append),
+            "rk4": ex.rk4_versus_gd(size, progress=messages.append),
+        }
+    finally:
+        mp.undo()
+    return size, out, asked, messages
+
+
+def _all_finite(values):
+    return all(v is not None and np.isfinite(v) for v in values)
+
+
+def test_paper_learning_rate_sweep_on_tiny_shapes(paper_on_tiny_shapes):
+    size, out, asked, messages = paper_on_tiny_shapes
+    assert asked == ["mnist"] * 3
+    res = out["sweep"]
+    assert res["size"]["name"] == "paper" and res["size"]["depth"] == 4
+    m = (784 + 1) * 8 + 3 * (8 + 1) * 8 + (8 + 1) * 10
+    assert len(res["runs"]) == len(size.lrs) * len(size.widths) * size.seeds
+    for run, lr in zip(res["runs"], size.lrs):
+        assert {"width", "seed", "lr", "m", "lambda", "diverged", "step", "train_loss_curve", "test_accuracy_curve",
+                "r_ig_curve", "r_ig", "sharpness", "sharpness_converged", "train_accuracy", "test_accuracy",
+                "perturbed_accuracy"} <= set(run)
+        assert run["m"] == m and run["lambda"] == pytest.approx(lr * m / 4) and run["diverged"] is False
+        assert run["step"] == [0, 10, 20]
+        assert _all_finite([run["r_ig"], run["sharpness"], run["train_accuracy"], run["test_accuracy"]])
+        assert run["r_ig"] == pytest.approx(run["r_ig_curve"][-1]) and run["r_ig"] > 0
+        assert len(run["perturbed_accuracy"]) == len(size.sigmas) and _all_finite(run["perturbed_accuracy"])
+        assert run["perturbed_accuracy"][0] == pytest.approx(run["test_accuracy"])  # σ = 0
+        assert 0 <= run["test_accuracy"] <= 1
+    assert any("width 8, seed 0" in msg for msg in messages)
+
+
+def test_paper_egr_and_rk4_on_tiny_shapes(paper_on_tiny_shapes):
+    size, out, _, messages = paper_on_tiny_shapes
+    egr = out["egr"]
+    assert egr["width"] == 8 and [r["mu"] for r in egr["runs"]] == list(size.mus)
+    for run in egr["runs"]:
+        assert run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
+        assert run["lr"] == size.egr_lr and run["diverged"] is False
+        assert _all_finite([run["test_accuracy"], run["train_accuracy"], run["r_ig"], run["sharpness"]])
+    rk4 = out["rk4"]
+    assert rk4["lr"] == size.lrs[len(size.lrs) // 2] and set(rk4["methods"]) == {"gd", "rk4"}
+    for curves in rk4["methods"].values():
+        assert curves["step"] == [0, 10, 20]
+        for key in ("train_loss", "test_accuracy", "r_ig"):
+            assert len(curves[key]) == 3 and _all_finite(curves[key])
+    assert rk4["methods"]["gd"]["train_loss"][0] == rk4["methods"]["rk4"]["train_loss"][0]  # same start
+    assert any(msg.startswith("EGR:") for msg in messages) and any(msg.startswith("RK4") for msg in messages)
