@@ -142,7 +142,8 @@ def plot_rig_vs_lambda(results: dict) -> Figure:
     """Prediction 2.1: the implicit regularizer ``R_IG = ‖∇E‖²/m`` of the final iterate against
     ``λ = h·m/4``, one line per width (log–log; the mean over seeds, each seed a faint dot).
 
-    IGR predicts that ``R_IG`` falls as ``λ`` grows. ``results``: :func:`~igr_tutorial.experiments.learning_rate_sweep`.
+    IGR predicts that ``R_IG`` falls as ``λ`` grows.
+    ``results``: :func:`~igr_tutorial.experiments.learning_rate_sweep`.
     """
     fig, (ax,) = _figure()
     _lambda_panel(ax, results, "r_ig", "final R_IG = ‖∇E‖²/m")
@@ -247,8 +248,9 @@ def plot_egr(results: dict) -> Figure:
     fig, axes = _figure(3, panel_width=4.0)
     for ax, (key, label) in zip(axes, panels):
         values = _nan(r[key] for r in good)
-        ax.plot(mus, values, "o-", color="C3",
-                label=f"EGR at h = {_g(h)}, width {results.get('width')}\neffective strength μ + h/4 = μ + {_g(h / 4)}")
+        label = (f"EGR at h = {_g(h)}, width {results.get('width')}\n"
+                 f"effective strength μ + h/4 = μ + {_g(h / 4)}")
+        ax.plot(mus, values, "o-", color="C3", label=label)
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))
         ax.set_xlabel("explicit strength μ")
