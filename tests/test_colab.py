@@ -1,0 +1,69 @@
+"""Every chapter runs in a fresh, Colab-like environment from the built wheel, and matches its stored outputs.
+
+The package is built into a wheel and installed, with its dependencies pinned to requirements.txt, into a new
+virtual environment that holds nothing of the source tree; the chapters are copied out of the repository and
+run there under nbval (`--nbval`: stored text outputs are compared with a fresh run). Their first cell finds
+the package installed and does nothing, exactly as in Colab after the install."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from _repo import ROOT, chapter_notebooks, project_version
+
+TOOLS = ["pytest", "nbval", "ipykernel", "nbclient"]  # what runs the notebooks; the rest comes with the wheel
+
+
+def run(cmd, **kw):
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{(proc.stdout + proc.stderr)[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("colab")
+    run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist"])
+    wheels = list((tmp / "dist").glob("igr_tutorial-*.whl"))
+    assert len(wheels) == 1 and f"-{project_version()}-" in wheels[0].name
+    venv.EnvBuilder(with_pip=True).create(tmp / "venv")
+    py = tmp / "venv" / "bin" / "python"
+    pins = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith(("#", "-e"))]
+    (tmp / "constraints.txt").write_text("\n".join(pins) + "\n")
+    run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", wheels[0], *TOOLS])
+    book = tmp / "book"
+    book.mkdir()
+    for nb in chapter_notebooks():
+        shutil.copy2(nb, book / nb.name)
+    return tmp, py, book
+
+
+def test_the_wheel_is_installed_not_the_source_tree(colab):
+    tmp, py, book = colab
+    out = run([py, "-c", "import igr_tutorial; print(igr_tutorial.__file__, igr_tutorial.__version__)"], cwd=book).stdout
+    path, version = out.split()
+    assert str(ROOT) not in path and "site-packages" in path
+    assert version == project_version()  # the version every chapter's setup cell pins (test_chapters.py)
+
+
+def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab):
+    tmp, py, book = colab
+    (tmp / "pytest.ini").write_text("[pytest]\n")  # keep the repository's pytest options (xdist) out
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ""}
+    proc = subprocess.run(
+        [str(py), "-m", "pytest", "-c", str(tmp / "pytest.ini"), "--rootdir", str(tmp), "-p", "no:cacheprovider",
+         "--nbval", "--nbval-current-env", "--nbval-cell-timeout=600",
+         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-q", "-ra", str(book)],
+        capture_output=True, text=True, cwd=tmp, env=env,
+    )
+    summary = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, "chapters failed in the Colab-like environment:\n" + summary
+    passed = int(re.search(r"(\d+) passed", proc.stdout).group(1))
+    assert passed >= 10 * len(chapter_notebooks()), summary
