@@ -56,8 +56,10 @@ def test_exercises_have_labels_kinds_and_solutions(chapter):
     path, nb = chapter
     md = _markdown(nb)
     labels = re.findall(r"```\{exercise\}[^\n]*\n:label:\s*(\S+)", md)
-    assert len(labels) >= 3, f"{path.name}: needs at least three labelled exercises, found {len(labels)}"
+    assert len(labels) >= 4, f"{path.name}: needs at least four labelled exercises, found {len(labels)}"
     titles = re.findall(r"```\{exercise\}([^\n]*)", md)
+    kinds = {k for t in titles for k in re.findall(r"Derive|Compute|Explore", t)}
+    assert kinds == {"Derive", "Compute", "Explore"}, f"{path.name}: exercises of all three kinds, found {kinds}"
     for title in titles:
         assert re.search(r"Derive|Compute|Explore", title), f"exercise title {title!r} does not say its kind"
         assert "★" in title and "min" in title, f"exercise title {title!r} lacks a difficulty or a time estimate"
