@@ -46,20 +46,27 @@ def frames_slider(
     draw_frame: Callable[[int], Any],
     num_frames: int,
     *,
+    alt: str,
     interval_ms: int = 400,
 ) -> "Any":
     """A slider over precomputed frames that works in a static web page (no kernel needed).
 
-    ``draw_frame(i)`` updates ``fig`` for frame ``i``. Every frame is rendered once to PNG and embedded
+    ``draw_frame(i)`` updates ``fig`` for frame ``i``; ``alt`` describes what the frames show (the image's
+    alternative text, for readers who cannot see it). Every frame is rendered once to PNG and embedded
     with matplotlib's ``FuncAnimation(...).to_jshtml()``: a slider and play buttons in plain JavaScript.
     Returns an ``IPython.display.HTML`` object; the figure is closed so it is not shown twice.
     """
     from IPython.display import HTML
     from matplotlib.animation import FuncAnimation
 
+    import html as html_lib
+
     if num_frames < 1:
         raise ValueError("num_frames must be at least 1.")
+    if not alt or not alt.strip():
+        raise ValueError("alt must describe what the frames show (alternative text for the image).")
     anim = FuncAnimation(fig, draw_frame, frames=num_frames, interval=interval_ms, blit=False)
-    html = anim.to_jshtml(default_mode="once")
+    page = anim.to_jshtml(default_mode="once")
+    page = page.replace("<img id=", f'<img alt="{html_lib.escape(alt, quote=True)}" id=', 1)
     plt.close(fig)
-    return HTML(html)
+    return HTML(page)

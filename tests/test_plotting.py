@@ -61,7 +61,7 @@ def _two_frame_figure():
 
 def test_frames_slider_embeds_every_frame():
     fig, draw, calls = _two_frame_figure()
-    out = frames_slider(fig, draw, 2)
+    out = frames_slider(fig, draw, 2, alt="two frames")
     assert isinstance(out, HTML)
     html = out.data
     frames = re.findall(r'frames\[(\d+)\] = "data:image/png;base64,([A-Za-z0-9+/=\\\n]+)"', html)
@@ -74,7 +74,7 @@ def test_frames_slider_embeds_every_frame():
 
 def test_frames_slider_single_frame():
     fig, draw, _ = _two_frame_figure()
-    html = frames_slider(fig, draw, 1).data
+    html = frames_slider(fig, draw, 1, alt="one frame").data
     assert len(re.findall(r'frames\[\d+\] = "data:image/png;base64', html)) == 1
 
 
@@ -83,7 +83,7 @@ def test_frames_slider_rejects_fewer_than_one_frame(num_frames):
     fig, draw, _ = _two_frame_figure()
     try:
         with pytest.raises(ValueError, match="num_frames must be at least 1"):
-            frames_slider(fig, draw, num_frames)
+            frames_slider(fig, draw, num_frames, alt="frames")
     finally:
         plt.close(fig)
 
@@ -105,3 +105,15 @@ def test_loss_grid_default_resolution():
     X, Y, Z = loss_grid(loss, (-1.0, 1.0), (0.0, 2.0))
     assert Z.shape == (200, 200)
     np.testing.assert_allclose(Z, 0.5 * (1.0 - X * Y) ** 2, rtol=1e-12, atol=1e-14)
+
+
+def test_frames_slider_carries_alt_text_and_requires_it():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    (line,) = ax.plot([0, 1], [0, 1])
+    html = frames_slider(fig, lambda i: line.set_ydata([0, i + 1]), 2, alt='paths & "flows"').data
+    assert 'alt="paths &amp; &quot;flows&quot;"' in html
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="alt"):
+        frames_slider(fig, lambda i: None, 2, alt=" ")
