@@ -70,3 +70,26 @@ def frames_slider(
     page = page.replace("<img id=", f'<img alt="{html_lib.escape(alt, quote=True)}" id=', 1)
     plt.close(fig)
     return HTML(page)
+
+
+def figure_with_alt(fig: "plt.Figure", alt: str, *, dpi: float | None = None) -> "Any":
+    """``fig`` as an HTML ``<img>`` that carries alternative text; the figure is closed.
+
+    Matplotlib's inline display has no alt text, and neither has the image a saved ``ipywidgets`` output
+    draws in the static book. Display this instead of calling ``plt.show()`` inside an ``interact``
+    callback (chapters 3 and 4), so the live and the saved slider both describe their figure. The PNG is
+    embedded as a ``data:`` URI with an opaque white background. Returns an ``IPython.display.HTML`` object.
+    """
+    import base64
+    import html as html_lib
+    import io
+
+    from IPython.display import HTML
+
+    if not alt or not alt.strip():
+        raise ValueError("alt must describe what the figure shows (alternative text for the image).")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return HTML(f'<img alt="{html_lib.escape(alt, quote=True)}" src="data:image/png;base64,{data}">')

@@ -215,7 +215,8 @@ _INSPECT = r"""
     untypeset: math.filter(e => !e.querySelector('mjx-container')).length,
     mjxErrors: document.querySelectorAll('mjx-merror').length,
     images: [...document.images].map(img => ({src: img.currentSrc.slice(0, 120), width: img.naturalWidth,
-                                               widget: !!img.closest('.jupyter-widgets')})),
+                                               widget: !!img.closest('.jupyter-widgets'),
+                                               inArticle: !!img.closest('article'), alt: img.alt})),
     colab: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map(a => a.href),
     download: [...document.querySelectorAll('a.btn-download-source-button')].map(a => a.getAttribute('href')),
     proofs: [...document.querySelectorAll('div.proof')].filter(visible).length,
@@ -224,6 +225,7 @@ _INSPECT = r"""
                      .map(d => (d.querySelector('.admonition-title') || {textContent: ''}).textContent.trim()),
     exercises: [...document.querySelectorAll('div.exercise')].filter(visible).length,
     exerciseTitles: [...document.querySelectorAll('div.exercise .admonition-title')].filter(visible).length,
+    exerciseTitleTexts: [...document.querySelectorAll('div.exercise .admonition-title')].map(e => e.textContent.trim()),
     solutions: document.querySelectorAll('div.solution').length,
     widgetSliders: document.querySelectorAll('.jupyter-widgets .widget-slider, .widget-slider.jupyter-widgets').length,
     pageHeight: document.documentElement.scrollHeight,
@@ -360,6 +362,14 @@ def test_browser_figures_load(pages, nb):
     broken = [img["src"] for img in page["images"] if img["width"] == 0]
     assert not broken, f"{nb.stem}: images that did not load: {broken} (screenshot {page['screenshot']})"
     assert sum("/_images/" in img["src"] for img in page["images"]) >= 2
+    # What the reader's browser shows, widget outputs drawn by the html-manager included (the static check
+    # test_every_image_in_the_content_has_alt_text cannot see those: they exist only after the page ran).
+    no_alt = [img["src"][:60] for img in page["images"] if img["inArticle"] and not img["alt"].strip()]
+    assert not no_alt, f"{nb.stem}: images shown without alt text: {no_alt} (interact callbacks: figure_with_alt)"
+    if "widgets" in json.loads(nb.read_text())["metadata"]:
+        assert any(img["widget"] and img["alt"].strip() for img in page["images"]), (
+            f"{nb.stem}: the saved widget output shows no figure with alt text"
+        )
 
 
 @pytest.mark.parametrize("nb", chapter_notebooks(), ids=lambda p: p.stem)
@@ -391,6 +401,8 @@ def test_browser_theorem_and_exercise_boxes(pages, nb):
         f"{where}: {page['exercises']} exercise boxes ({page['exerciseTitles']} titled) shown, {exercises} written"
     )
     assert page["solutions"] == solutions, f"{where}: {page['solutions']} solutions shown, {solutions} written"
+    doubled = [t for t in page["exerciseTitleTexts"] if "((" in t]
+    assert not doubled, f"{where}: exercise titles rendered with doubled parentheses: {doubled[:3]}"
 
 
 @pytest.mark.parametrize("nb", chapter_notebooks(), ids=lambda p: p.stem)

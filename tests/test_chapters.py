@@ -60,9 +60,13 @@ def test_exercises_have_labels_kinds_and_solutions(chapter):
     titles = re.findall(r"```\{exercise\}([^\n]*)", md)
     kinds = {k for t in titles for k in re.findall(r"Derive|Compute|Explore", t)}
     assert kinds == {"Derive", "Compute", "Explore"}, f"{path.name}: exercises of all three kinds, found {kinds}"
+    # sphinx-exercise renders the title in parentheses after the number: "Exercise 3 (Derive · ★★ · 15 min — …)".
+    kind = r"(Derive|Compute|Explore)"
     for title in titles:
-        assert re.search(r"Derive|Compute|Explore", title), f"exercise title {title!r} does not say its kind"
-        assert "★" in title and "min" in title, f"exercise title {title!r} lacks a difficulty or a time estimate"
+        assert re.fullmatch(rf" {kind}( and {kind})* · ★{{1,3}} · [1-9]\d* min — \S.*", title), (
+            f"exercise title {title!r} must read 'Kind · ★★ · N min — Title' (kind Derive, Compute or Explore; "
+            "one to three stars; minutes)"
+        )
     for label in labels:
         assert re.search(r"\{solution(-start)?\}\s*" + re.escape(label) + r"\b", md), f"{label} has no solution"
 

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from IPython.display import HTML  # noqa: E402
 
 from igr_tutorial.losses import double_well, two_parameter_model  # noqa: E402
-from igr_tutorial.plotting import frames_slider, loss_grid, use_book_style  # noqa: E402
+from igr_tutorial.plotting import figure_with_alt, frames_slider, loss_grid, use_book_style  # noqa: E402
 
 
 @pytest.fixture
@@ -117,3 +117,25 @@ def test_frames_slider_carries_alt_text_and_requires_it():
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="alt"):
         frames_slider(fig, lambda i: None, 2, alt=" ")
+
+
+def test_figure_with_alt_embeds_a_png_with_escaped_alt_text():
+    import base64
+    import re
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    html = figure_with_alt(fig, 'a line from (0, 1) to (1, 0) & "more"').data
+    alt = re.search(r'alt="([^"]*)"', html).group(1)
+    assert alt == "a line from (0, 1) to (1, 0) &amp; &quot;more&quot;"
+    png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number), "the figure must be closed so it is not shown twice"
+
+
+@pytest.mark.parametrize("alt", ["", "   "])
+def test_figure_with_alt_requires_alt_text(alt):
+    fig, _ = plt.subplots()
+    with pytest.raises(ValueError, match="alt must describe"):
+        figure_with_alt(fig, alt)
+    plt.close(fig)

@@ -1,0 +1,475 @@
+"""Stochastic gradient descent with random reshuffling, and the modified loss it follows (chapter 8).
+
+Notation (the book's; Smith, Dherin, Barrett & De 2021 write ``ε`` for ``h`` and ``C`` for ``E``): ``N``
+training examples are split into ``m = N/B`` disjoint batches of ``B`` examples; ``Êₖ`` is the mean loss on
+batch ``k`` and ``E = (1/m)·Σₖ Êₖ`` the full training loss. One *epoch* of SGD takes the ``m`` steps
+``θ ← θ − h·∇Êₖ(θ)`` once each, in a random order; *random reshuffling* draws a fresh random permutation of
+the examples (hence a fresh partition and order) every epoch.
+
+Smith et al. (2021, Sec. 2, Eq. 5 and 15; chapter 8 of the book) show that the *mean* iterate after one epoch,
+averaged over the orders of the batches, follows the gradient flow of
+
+    E_SGD(θ) = E + (h/4m)·Σₖ ‖∇Êₖ‖²  =  E + (h/4)·‖∇E‖² + (h/4m)·Σₖ ‖∇Êₖ − ∇E‖²
+
+for the time ``m·h`` up to ``O(h³)`` (the second equality is exact: the batch gradients average to ``∇E``).
+Averaged also over random partitions, the last term becomes ``(h/4)·(N−B)/(B(N−1))·Γ`` with
+``Γ = (1/N)·Σᵢ ‖∇ℓᵢ − ∇E‖²`` the per-example gradient variance: it grows like ``h/B``.
+
+A *batch loss* here is a function ``batch_loss(params, batch) -> scalar``: the mean loss over the examples of
+``batch``, a pytree of arrays whose leading axis indexes examples (e.g. ``(x, y)``). Data sets are pytrees of
+the same structure with ``N`` rows. Every loop is a compiled ``lax.scan``; sweeps over orderings are ``vmap``-ed.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any, Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._checks import check_learning_rate, check_scalar_loss, check_steps, check_times, is_traced
+from .flows import DivergenceError, FlowError, _default_tolerances, first_nonfinite_step
+from .tree import PyTree
+
+BatchLoss = Callable[[PyTree, PyTree], jax.Array]
+Loss = Callable[[PyTree], jax.Array]
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------
+
+
+def num_examples(data: PyTree) -> int:
+    """The number ``N`` of examples in ``data`` (the common length of the leading axis of its arrays)."""
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError("data must contain at least one array, e.g. a tuple (x, y) with one row per example.")
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            f"every array in data must have the same leading (example) axis; got leading sizes {sorted(sizes)}."
+        )
+    return sizes.pop()
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+    """``m = N/B``, checking that ``B`` is a positive divisor of ``N`` (all batches the same size)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if num_examples % batch_size:
+        divisors = [d for d in range(1, num_examples + 1) if num_examples % d == 0]
+        raise ValueError(
+            f"batch_size={batch_size} does not divide the {num_examples} examples; the formulas of chapter 8 "
+            f"need m = N/B equal batches. Use a divisor of N (e.g. one of {divisors[:12]}) or drop examples."
+        )
+    return num_examples // int(batch_size)
+
+
+def split_batches(data: PyTree, batch_size: int, permutation: Any = None) -> PyTree:
+    """The ``m = N/B`` batches of ``data`` as a pytree with leading axes ``(m, B)``.
+
+    With ``permutation`` (a permutation of ``range(N)``), the examples are reordered first: batch ``k`` holds
+    examples ``permutation[k·B : (k+1)·B]``. Works inside ``jit``/``vmap`` for a traced permutation.
+    """
+    n = num_examples(data)
+    m = num_batches(n, batch_size)
+    if permutation is not None:
+        if np.shape(permutation) != (n,):
+            raise ValueError(f"permutation must have shape ({n},) (one index per example), got {np.shape(permutation)}.")
+        data = jax.tree.map(lambda x: jnp.asarray(x)[permutation], data)
+    return jax.tree.map(lambda x: jnp.reshape(x, (m, batch_size) + tuple(np.shape(x)[1:])), data)
+
+
+def all_permutations(n: int) -> np.ndarray:
+    """All ``n!`` permutations of ``range(n)`` as an integer array of shape ``(n!, n)`` (``n ≤ 8``).
+
+    Averaging SGD over all of them is an *exact* expectation over random reshuffling (chapter 8).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 8:
+        raise ValueError(f"n must be an integer from 1 to 8 (8! = 40320 orderings), got {n!r}.")
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int32)
+
+
+def _check_batch_loss(batch_loss: BatchLoss, params: PyTree, batches: PyTree) -> None:
+    if not callable(batch_loss):
+        raise ValueError("batch_loss must be a function (params, batch) -> scalar mean loss on the batch.")
+    first = jax.tree.map(lambda x: x[0], batches)
+    check_scalar_loss(lambda p: batch_loss(p, first), params)
+
+
+def _per_batch_sq_norms(grads: PyTree) -> jax.Array:
+    """``‖gₖ‖²`` for every k of a pytree of stacked gradients (leading axis k)."""
+    leaves = jax.tree.leaves(grads)
+    return sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=1) for g in leaves)
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses built from batches
+# --------------------------------------------------------------------------------------------------
+
+
+def full_loss(batch_loss: BatchLoss, batches: PyTree) -> Loss:
+    """``θ ↦ E(θ) = (1/m)·Σₖ Êₖ(θ)``, the mean of the batch losses (the full training loss for equal batches)."""
+
+    def loss(params: PyTree) -> jax.Array:
+        return jnp.mean(jax.vmap(lambda b: batch_loss(params, b))(batches))
+
+    return loss
+
+
+def batch_gradients(batch_loss: BatchLoss, params: PyTree, batches: PyTree) -> PyTree:
+    """The ``m`` batch gradients ``∇Êₖ(θ)`` stacked along a leading axis (a pytree like ``params``)."""
+    return jax.vmap(lambda b: jax.grad(batch_loss)(params, b))(batches)
+
+
+def sgd_modified_loss(batch_loss: BatchLoss, batches: PyTree, lr: float) -> Loss:
+    """``θ ↦ E + (h/4m)·Σₖ ‖∇Êₖ‖²``: the modified loss of one SGD epoch over ``batches`` with step ``h = lr``.
+
+    Smith, Dherin, Barrett & De (2021), Eq. 5: the mean SGD iterate after one epoch, averaged over the ``m!``
+    orders of these batches, follows the gradient flow of this loss for a time ``m·h`` up to ``O(h³)``.
+    With ``m = 1`` (full batch) it is GD's modified loss ``E + (h/4)‖∇E‖²`` (Barrett & Dherin 2021, Eq. 3).
+    ``batches`` has leading axes ``(m, B)`` (see :func:`split_batches`). Chapter 8.
+    """
+    check_learning_rate(lr)
+    return _sgd_modified_loss_traced(batch_loss, batches, lr)
+
+
+def batch_gradient_variance(batch_loss: BatchLoss, batches: PyTree) -> Loss:
+    """``θ ↦ (1/m)·Σₖ ‖∇Êₖ(θ) − ∇E(θ)‖²``: the spread of the batch gradients about their mean.
+
+    SGD's implicit regularizer beyond GD's (Smith et al. 2021, Eq. 15):
+    ``(h/4m)·Σₖ ‖∇Êₖ‖² = (h/4)·‖∇E‖² + (h/4)·batch_gradient_variance``. Chapter 8.
+    """
+
+    def variance(params: PyTree) -> jax.Array:
+        grads = batch_gradients(batch_loss, params, batches)
+        centred = jax.tree.map(lambda g: g - jnp.mean(g, axis=0, keepdims=True), grads)
+        return jnp.mean(_per_batch_sq_norms(centred))
+
+    return variance
+
+
+def expected_batch_gradient_variance(batch_loss: BatchLoss, data: PyTree, batch_size: int) -> Loss:
+    """``θ ↦ (N−B)/(B(N−1)) · Γ(θ)`` with ``Γ = (1/N)·Σᵢ ‖∇ℓᵢ − ∇E‖²``, ``ℓᵢ`` the loss on example ``i``.
+
+    The mean of :func:`batch_gradient_variance` over uniformly random partitions of the ``N`` examples into
+    batches of ``B`` (each batch is then a uniform random ``B``-subset, and the gradient of its mean loss has
+    the variance of a sample mean drawn without replacement: ``Γ/B`` times the finite-population factor
+    ``(N−B)/(N−1)``). Smith et al. (2021), Sec. 2.2. It falls like ``1/B`` for ``B ≪ N`` and is zero at
+    ``B = N``. ``batch_loss`` must be a mean over the batch, so that ``ℓᵢ = batch_loss(θ, example i)``.
+    """
+    n = num_examples(data)
+    num_batches(n, batch_size)
+    factor = (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
+    singles = split_batches(data, 1)
+
+    def variance(params: PyTree) -> jax.Array:
+        return factor * batch_gradient_variance(batch_loss, singles)(params)
+
+    return variance
+
+
+def reshuffled_sgd_modified_loss(batch_loss: BatchLoss, data: PyTree, batch_size: int, lr: float) -> Loss:
+    """``θ ↦ E + (h/4)·‖∇E‖² + (h/4)·(N−B)/(B(N−1))·Γ``: SGD's modified loss averaged over random partitions.
+
+    The mean of :func:`sgd_modified_loss` over the partitions drawn by random reshuffling (see
+    :func:`expected_batch_gradient_variance`); Smith et al. (2021), Sec. 2.2. Chapter 8.
+    """
+    check_learning_rate(lr)
+    num_batches(num_examples(data), batch_size)
+    return _reshuffled_loss_traced(batch_loss, data, batch_size, lr)
+
+
+# --------------------------------------------------------------------------------------------------
+# SGD
+# --------------------------------------------------------------------------------------------------
+
+
+def _sgd_steps(batch_loss, params, batches, lr):
+    grad = jax.grad(batch_loss)
+
+    def step(p, batch):
+        new = jax.tree.map(lambda x, g: x - lr.astype(x.dtype) * g, p, grad(p, batch))
+        return new, new
+
+    return lax.scan(step, params, batches)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _sgd_epoch(batch_loss, params, batches, lr):
+    _, traj = _sgd_steps(batch_loss, params, batches, lr)
+    return jax.tree.map(lambda p0, t: jnp.concatenate([jnp.asarray(p0)[None], t]), params, traj)
+
+
+def _dtype(params):
+    return jnp.result_type(*jax.tree.leaves(params))
+
+
+def _raise_if_diverged(traj, what, lr):
+    bad = first_nonfinite_step(traj)
+    if bad is not None:
+        raise DivergenceError(
+            f"{what} diverged: the parameters became non-finite at record {bad} with lr={float(lr):g}. "
+            "Use a smaller learning rate, or pass allow_divergence=True to get the diverging run."
+        )
+
+
+def sgd_epoch(
+    batch_loss: BatchLoss, params: PyTree, batches: PyTree, lr: float, *, allow_divergence: bool = False
+) -> PyTree:
+    """One SGD epoch ``θ ← θ − h·∇Êₖ(θ)`` for ``k = 0, …, m−1`` in the order of ``batches``; one ``lax.scan``.
+
+    Returns the ``m + 1`` iterates (``params`` first) with a leading axis. ``batches`` has leading axes
+    ``(m, B)``, see :func:`split_batches`. Chapter 8.
+    """
+    check_learning_rate(lr)
+    _check_batch_loss(batch_loss, params, batches)
+    traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, _dtype(params)))
+    if not allow_divergence:
+        _raise_if_diverged(traj, "SGD", lr)
+    return traj
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _epoch_endpoints(batch_loss, params, data, lr, batch_size, permutations):
+    def one(perm):
+        final, _ = _sgd_steps(batch_loss, params, split_batches(data, batch_size, perm), lr)
+        return final
+
+    return jax.vmap(one)(permutations)
+
+
+def sgd_epoch_endpoints(
+    batch_loss: BatchLoss, params: PyTree, data: PyTree, lr: float, batch_size: int, permutations: Any
+) -> PyTree:
+    """The iterate after one SGD epoch from ``params``, for every row of ``permutations`` (one ``vmap``).
+
+    Row ``j`` of ``permutations`` (shape ``(P, N)``) orders the examples for run ``j``; batch ``k`` is
+    ``perm[k·B:(k+1)·B]``. The mean over all rows of :func:`all_permutations` ``(N)`` is the exact expected
+    iterate of random reshuffling. Returns a pytree like ``params`` with a leading axis ``P``. Chapter 8.
+    """
+    check_learning_rate(lr)
+    n = num_examples(data)
+    num_batches(n, batch_size)
+    perms = jnp.asarray(permutations)
+    if perms.ndim != 2 or perms.shape[1] != n:
+        raise ValueError(f"permutations must have shape (P, {n}) (one permutation per row), got {perms.shape}.")
+    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, _dtype(params)), int(batch_size), perms)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _sgd_run(batch_loss, params, data, lr, batch_size, epochs, key):
+    n = num_examples(data)
+
+    def epoch(p, e):
+        perm = jax.random.permutation(jax.random.fold_in(key, e), n)
+        final, _ = _sgd_steps(batch_loss, p, split_batches(data, batch_size, perm), lr)
+        return final, final
+
+    _, traj = lax.scan(epoch, params, jnp.arange(epochs))
+    return jax.tree.map(lambda p0, t: jnp.concatenate([jnp.asarray(p0)[None], t]), params, traj)
+
+
+def sgd(
+    batch_loss: BatchLoss,
+    params: PyTree,
+    data: PyTree,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    key: jax.Array,
+    *,
+    allow_divergence: bool = False,
+) -> PyTree:
+    """SGD with random reshuffling: every epoch a fresh permutation (from ``key``), then ``m = N/B`` steps.
+
+    Returns the iterates at the end of every epoch, ``epochs + 1`` of them (``params`` first), with a
+    leading axis. One compiled ``lax.scan`` over epochs of a ``lax.scan`` over batches; ``lr`` and ``key``
+    are traced, so ``jax.vmap`` over keys averages many runs (chapter 8). The same update as
+    :func:`igr_tutorial.train.train` with ``method="sgd"``, for any batch loss and data pytree.
+    """
+    check_learning_rate(lr)
+    epochs = check_steps(epochs)
+    n = num_examples(data)
+    num_batches(n, batch_size)
+    if not is_traced(lr):
+        _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, _dtype(params)), int(batch_size), epochs, key)
+    if not allow_divergence and not is_traced(key) and not is_traced(lr):
+        _raise_if_diverged(traj, "SGD", lr)
+    return traj
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+def _gd_sgd_reg(batch_loss, params, data, lr, reg_lr, batch_size, steps, key):
+    n = num_examples(data)
+
+    def step(p, i):
+        perm = None if key is None else jax.random.permutation(jax.random.fold_in(key, i), n)
+        batches = split_batches(data, batch_size, perm)
+
+        g = jax.grad(_sgd_modified_loss_traced(batch_loss, batches, reg_lr))(p)  # E + (h_reg/4m)·Σₖ‖∇Êₖ‖²
+        return jax.tree.map(lambda x, gi: x - lr.astype(x.dtype) * gi, p, g), None
+
+    final, _ = lax.scan(step, params, jnp.arange(steps))
+    return final
+
+
+def gd_with_sgd_regularizer(
+    batch_loss: BatchLoss,
+    params: PyTree,
+    data: PyTree,
+    lr: float,
+    reg_lr: float,
+    batch_size: int,
+    steps: int,
+    key: jax.Array | None = None,
+    *,
+    allow_divergence: bool = False,
+) -> PyTree:
+    """Full-batch GD with step ``lr`` on ``E + (h_reg/4m)·Σₖ ‖∇Êₖ‖²``, ``h_reg = reg_lr``: SGD's regularizer made explicit.
+
+    The batches of ``batch_size`` are a fresh random partition every step when ``key`` is given (the
+    expectation that random reshuffling takes), else the fixed partition in the data's order. Each step
+    costs about ``m`` batch Hessian-vector products on top of the gradient, i.e. a few full-batch
+    gradients. Smith, Dherin, Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). Returns the final
+    parameters; raises :class:`~igr_tutorial.DivergenceError` if they are non-finite. Chapter 8.
+    """
+    check_learning_rate(lr)
+    check_learning_rate(reg_lr, name="reg_lr")
+    steps = check_steps(steps)
+    n = num_examples(data)
+    num_batches(n, batch_size)
+    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    dt = _dtype(params)
+    final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
+                        steps, key)
+    if not allow_divergence:
+        _raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", lr)
+    return final
+
+
+# --------------------------------------------------------------------------------------------------
+# The flow of SGD's modified loss
+# --------------------------------------------------------------------------------------------------
+
+
+def _sgd_field(t, y, args):
+    batch_loss, data, batch_size, lr, reshuffled = args
+    if reshuffled:
+        loss = _reshuffled_loss_traced(batch_loss, data, batch_size, lr)
+    else:
+        loss = _sgd_modified_loss_traced(batch_loss, split_batches(data, batch_size), lr)
+    return jax.tree.map(jnp.negative, jax.grad(loss)(y))
+
+
+def _sgd_modified_loss_traced(batch_loss, batches, lr):
+    def loss(params):
+        values, grads = jax.vmap(lambda b: jax.value_and_grad(batch_loss)(params, b))(batches)
+        return jnp.mean(values) + lr / 4 * jnp.mean(_per_batch_sq_norms(grads))
+
+    return loss
+
+
+def _reshuffled_loss_traced(batch_loss, data, batch_size, lr):
+    n = num_examples(data)
+    gd_tilde = _sgd_modified_loss_traced(batch_loss, split_batches(data, n), lr)
+    variance = expected_batch_gradient_variance(batch_loss, data, batch_size)
+    return lambda params: gd_tilde(params) + lr / 4 * variance(params)
+
+
+def sgd_modified_flow(
+    batch_loss: BatchLoss,
+    params: PyTree,
+    data: PyTree,
+    lr: float,
+    batch_size: int,
+    times: Any,
+    *,
+    reshuffled: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+) -> PyTree:
+    """The gradient flow of SGD's modified loss, ``θ' = −∇E_SGD(θ)``, sampled at ``times``.
+
+    ``reshuffled=True``: ``E_SGD`` = :func:`reshuffled_sgd_modified_loss` (averaged over random partitions,
+    what random reshuffling follows); ``False``: :func:`sgd_modified_loss` of the fixed partition of the data
+    in its order. One SGD epoch covers the time ``m·h`` (:func:`epoch_time`). Same solver and tolerances as
+    :func:`igr_tutorial.gradient_flow` (Dormand–Prince 8(7) in float64); ``lr`` is traced, so a sweep over
+    learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
+    """
+    check_learning_rate(lr)
+    n = num_examples(data)
+    num_batches(n, batch_size)
+    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    times = check_times(times)
+    dt = _dtype(params)
+    times = times.astype(dt)
+    if times.shape[0] == 1:
+        return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
+    d_rtol, d_atol = _default_tolerances(params)
+    solver = diffrax.Dopri8() if dt == jnp.float64 else diffrax.Tsit5()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(_sgd_field),
+        solver,
+        t0=times[0],
+        t1=times[-1],
+        dt0=None,
+        y0=params,
+        args=(batch_loss, data, int(batch_size), jnp.asarray(lr, dt), bool(reshuffled)),
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
+                                                  atol=d_atol if atol is None else atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    if not bool(sol.result == diffrax.RESULTS.successful):
+        raise FlowError(
+            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. Shorten the time span, "
+            "raise max_steps, or loosen rtol/atol."
+        )
+    return sol.ys
+
+
+def finite_population_factor(num_examples: int, batch_size: int) -> float:
+    """``(N−B)/(B(N−1))``: the variance of a mean of ``B`` draws without replacement from ``N``, per unit variance."""
+    num_batches(num_examples, batch_size)
+    if num_examples == 1:
+        return 0.0
+    return (num_examples - batch_size) / (batch_size * (num_examples - 1))
+
+
+def epoch_time(lr: float, num_examples: int, batch_size: int) -> float:
+    """``m·h``: the flow time one SGD epoch covers (``m = N/B`` steps of size ``h``)."""
+    check_learning_rate(lr)
+    return num_batches(num_examples, batch_size) * float(lr)
+
+
+__all__ = [
+    "all_permutations",
+    "batch_gradient_variance",
+    "batch_gradients",
+    "epoch_time",
+    "expected_batch_gradient_variance",
+    "finite_population_factor",
+    "full_loss",
+    "gd_with_sgd_regularizer",
+    "num_batches",
+    "num_examples",
+    "reshuffled_sgd_modified_loss",
+    "sgd",
+    "sgd_epoch",
+    "sgd_epoch_endpoints",
+    "sgd_modified_flow",
+    "sgd_modified_loss",
+    "split_batches",
+]
+
