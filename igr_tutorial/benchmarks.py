@@ -1051,6 +1051,31 @@ def _training_floor() -> dict[str, Any]:
             "floor_s": {k: v / rate for k, v in work.items()}}
 
 
+def _floor_note(profile: dict[str, Any], variants: dict[str, Any], total: float) -> str:
+    """Case 5's verdict on the compute floor: the floor of each experiment cell against its measured time."""
+    cells = {}  # the measured time of the cell that runs each experiment, from the chapter's slowest cells
+    for name in profile["flops"]:
+        chapter = next((k for k in variants if k.startswith(name[:2])), None)
+        call = name.split()[1]
+        cell = next((c for c in variants.get(chapter, {}).get("slowest_cells", []) if call in c["first_line"]), None)
+        cells[name] = cell["seconds"] if cell else None
+    profile["cell_s"] = cells
+    floors = "; ".join(
+        f"{k}: {f / 1e9:,.0f} GFLOP, at least {profile['floor_s'][k]:.0f} s"
+        + (f" of the cell's {cells[k]:.0f} s" if cells[k] else "")
+        for k, f in profile["flops"].items())
+    floor = sum(profile["floor_s"].values())
+    rest = total - sum(c for c in cells.values() if c)
+    return (
+        f"compute floor ({profile['size']} size): {floors}, at the {profile['train_flops_per_s'] / 1e9:.0f} GFLOP/s "
+        f"that train() sustains on this machine ({100 * profile['train_flops_per_s'] / profile['matmul_flops_per_s']:.0f} % "
+        f"of a large float32 matrix product's {profile['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s). The rest of those "
+        "cells is compiling, the narrower network's lower flop rate, and the measurements after training "
+        f"(sharpness, noise). Everything outside these two cells takes {rest:.0f} s"
+        + (f", {rest + floor - 180:.0f} s over the goal even if both cells ran at the floor: the goal needs smaller "
+           "experiments or fewer chapters, not faster code" if rest + floor > 180 else ""))
+
+
 def case_book_execution(s: Settings) -> dict[str, Any]:
     chapters = book_chapters()
     if s.book_chapters is not None:
@@ -1093,14 +1118,7 @@ def case_book_execution(s: Settings) -> dict[str, Any]:
     profile = None
     if s.book_chapters is None and total > 0:
         profile = _training_floor()
-        floors = "; ".join(f"{k}: {f / 1e9:,.0f} GFLOP, at least {profile['floor_s'][k]:.0f} s"
-                           for k, f in profile["flops"].items())
-        notes.append(
-            f"compute floor ({profile['size']} size): {floors}, at the {profile['train_flops_per_s'] / 1e9:.0f} GFLOP/s "
-            f"that train() sustains on this machine ({100 * profile['train_flops_per_s'] / profile['matmul_flops_per_s']:.0f} % "
-            f"of a large float32 matrix product's {profile['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s). "
-            "Those cells are arithmetic, not overhead: meeting the goal would mean shrinking the experiments "
-            "whose findings chapters 6 and 7 report")
+        notes.append(_floor_note(profile, variants, total))
     if retried:
         notes.append("executed on the second attempt (the first failed or hung; its time is kept under "
                      "failed_attempts and left out of the total): " + ", ".join(retried))
