@@ -7,11 +7,11 @@ Run from the repository root::
 
 Six cases, each timed in one process and compared with a baseline measured in the same run:
 
-1. a 10,000-step GD trajectory on the two-parameter model: :func:`igr_tutorial.gradient_descent` (one compiled
+1. a 10,000-step GD trajectory on the two-parameter model: :func:`igr_tutorial.flows.gradient_descent` (one compiled
    ``lax.scan``) vs a Python loop of per-step jitted updates vs the plain-NumPy loop with a hand-written gradient;
 2. a learning-rate sweep of 32 small MLP trainings on MNIST-1D: ``train_sweep(mode="vmap")`` vs
    ``mode="loop"`` vs the same training written in PyTorch (when ``import torch`` works);
-3. the top Hessian eigenvalue of an MLP with ~10k and ~100k parameters: :func:`hessian_top_eigenvalue`
+3. the top Hessian eigenvalue of an MLP with ~10k and ~100k parameters: :func:`~igr_tutorial.curvature.hessian_top_eigenvalue`
    (Lanczos on Hessian-vector products) vs a dense ``jax.hessian`` and ``numpy.linalg.eigvalsh``, where the
    dense matrix fits in memory;
 4. one EGR step vs one GD step of :func:`igr_tutorial.train.train` on the same MLP;

@@ -340,7 +340,7 @@ def gd_with_sgd_regularizer(
     expectation that random reshuffling takes), else the fixed partition in the data's order. Each step
     costs about ``m`` batch Hessian-vector products on top of the gradient, i.e. a few full-batch
     gradients. Smith, Dherin, Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). Returns the final
-    parameters; raises :class:`~igr_tutorial.DivergenceError` if they are non-finite. Chapter 8.
+    parameters; raises :class:`~igr_tutorial.flows.DivergenceError` if they are non-finite. Chapter 8.
     """
     check_learning_rate(lr)
     check_learning_rate(reg_lr, name="reg_lr")
@@ -403,7 +403,7 @@ def sgd_modified_flow(
     ``reshuffled=True``: ``E_SGD`` = :func:`reshuffled_sgd_modified_loss` (averaged over random partitions,
     what random reshuffling follows); ``False``: :func:`sgd_modified_loss` of the fixed partition of the data
     in its order. One SGD epoch covers the time ``m·h`` (:func:`epoch_time`). Same solver and tolerances as
-    :func:`igr_tutorial.gradient_flow` (Dormand–Prince 8(7) in float64); ``lr`` is traced, so a sweep over
+    :func:`igr_tutorial.flows.gradient_flow` (Dormand–Prince 8(7) in float64); ``lr`` is traced, so a sweep over
     learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
     """
     check_learning_rate(lr)
