@@ -15,6 +15,17 @@ def is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def real_scalar(x: Any, name: str, expected: str) -> float | None:
+    """``x`` as a float, or ``None`` under tracing; ``ValueError`` ("{name} must be {expected}") unless it is one
+    real number."""
+    if is_traced(x):
+        return None
+    arr = np.asarray(x)
+    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be {expected}, got {x!r}.")
+    return float(arr)
+
+
 def check_learning_rate(lr: Any, name: str = "lr") -> None:
     """Raise ``ValueError`` unless ``lr`` is a finite, positive scalar (skipped under tracing)."""
     if is_traced(lr):

@@ -1253,7 +1253,8 @@ def run_benchmarks(cases: list[int] | None = None, quick: bool = False) -> dict[
             case = run_case(c, settings)
             status = ("skipped" if case["skipped"] else "ERROR" if case.get("error")
                       else {True: "goal met", False: "goal missed", None: "no goal"}[case["met"]])
-            _progress(f"[{c}] done in {case['wall_s']:.1f} s: {status}")
+            _progress(f"[{c}] done in {case['wall_s']:.1f} s: {status}" + (" (quick sizes: not the goal's verdict)"
+                                                                          if quick and not case["skipped"] else ""))
             results.append(case)
     return _jsonable({
         "schema": SCHEMA_VERSION,
@@ -1336,7 +1337,8 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
             target = f"{SYMBOLS[c['comparison']]} {format_value(c['threshold'], c['unit'])}"
             rows.append([f"{case['id']} {case['name']}", f"{c['label']} {target}",
                          format_value(c["value"], c["unit"]),
-                         "skipped" if case.get("skipped") else {True: "met", False: "MISSED", None: "—"}[c["met"]]])
+                         "skipped" if case.get("skipped") else {True: "met", False: "MISSED", None: "—"}[c["met"]]
+                         + (" (quick)" if report.get("quick") and not case.get("skipped") else "")])
     return rows
 
 
@@ -1353,6 +1355,9 @@ def format_table(report: dict[str, Any]) -> str:
     head = (f"{m['cpu_model']} ({m['cpus_usable']} usable CPUs), JAX {m['versions']['jax']} on {m['jax_backend']}; "
             f"load average {report['load_average']['before'][0]:.2f} before, {report['load_average']['after'][0]:.2f} after, "
             f"{during['min']:.2f}–{during['max']:.2f} during; {report['started']}")
+    if report.get("quick"):
+        head += ("\nQUICK MODE: smaller sizes and fewer repetitions than the goals are stated for, so a '(quick)' "
+                 "verdict only shows that the machinery runs; run without --quick to judge the goals.")
     return "\n\n".join([
         head,
         _text_table(["case", "variant", "median", "reps", "× baseline time"], table_rows(report)),

@@ -170,8 +170,15 @@ def _default_tolerances(params: PyTree) -> tuple[float, float]:
     return 1e-6, 1e-8
 
 
-def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree:
-    check_scalar_loss(loss, params)
+def _solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=None, max_steps: int = 100_000,
+                   hint: str = "shorten the time span, raise max_steps, or loosen rtol/atol") -> PyTree:
+    """Integrate ``θ' = field(t, θ, args)`` from ``θ(times[0]) = params`` and sample it at ``times``.
+
+    The one adaptive solver behind every flow of the package: Dormand–Prince 8(7) in float64 (Tsit5 in
+    float32) with a PID step-size controller, tolerances 1e-10/1e-12 in float64 (1e-6/1e-8 in float32) unless
+    given. ``field`` must be a module-level function, so that repeated calls reuse the compiled solver.
+    Raises :class:`FlowError` (with ``hint``) if the solver stops early.
+    """
     times = check_times(times)
     dtype = _leaf_dtype(params)
     times = times.astype(dtype)
@@ -182,25 +189,31 @@ def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree
         return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
     solver = diffrax.Dopri8() if dtype == jnp.float64 else diffrax.Tsit5()
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_field),
+        diffrax.ODETerm(field),
         solver,
         t0=times[0],
         t1=times[-1],
         dt0=None,
         y0=params,
-        args=(loss, jnp.asarray(lr, dtype=dtype), int(order)),
+        args=args,
         saveat=diffrax.SaveAt(ts=times),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         throw=False,
     )
     if not bool(sol.result == diffrax.RESULTS.successful):
-        raise FlowError(
-            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. The flow may blow up "
-            "(a loss unbounded below), or be very stiff; shorten the time span, raise max_steps, or loosen "
-            "rtol/atol."
-        )
+        raise FlowError(f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}.")
     return sol.ys
+
+
+def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree:
+    check_scalar_loss(loss, params)
+    return _solve_ode(
+        _field, params, times, (loss, jnp.asarray(lr, dtype=_leaf_dtype(params)), int(order)),
+        rtol=rtol, atol=atol, max_steps=max_steps,
+        hint="the flow may blow up (a loss unbounded below), or be very stiff; shorten the time span, raise "
+             "max_steps, or loosen rtol/atol",
+    )
 
 
 def gradient_flow(

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced
+from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced, real_scalar
 from .curvature import hvp
 from .flows import DivergenceError, first_nonfinite_step
 from .tree import PyTree, tree_sq_norm
@@ -41,13 +41,8 @@ Loss = Callable[[PyTree], jax.Array]
 
 def check_momentum(beta: Any) -> None:
     """Raise ``ValueError`` unless ``0 ≤ beta < 1`` (skipped under tracing)."""
-    if is_traced(beta):
-        return
-    arr = np.asarray(beta)
-    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"beta must be a single real number in [0, 1), got {beta!r}.")
-    value = float(arr)
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+    value = real_scalar(beta, "beta", "a single real number in [0, 1)")
+    if value is not None and not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise ValueError(
             f"beta must lie in [0, 1), got {value}. beta = 0 is plain gradient descent; beta → 1 gives the "
             "momentum method an infinite memory (typical values: 0.5 to 0.99)."
@@ -56,13 +51,8 @@ def check_momentum(beta: Any) -> None:
 
 def check_radius(rho: Any) -> None:
     """Raise ``ValueError`` unless the SAM radius ``rho`` is a finite number ``≥ 0`` (skipped under tracing)."""
-    if is_traced(rho):
-        return
-    arr = np.asarray(rho)
-    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"rho must be a single real number >= 0, got {rho!r}.")
-    value = float(arr)
-    if not (math.isfinite(value) and value >= 0.0):
+    value = real_scalar(rho, "rho", "a single real number >= 0")
+    if value is not None and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"rho must be a finite number >= 0 (the SAM radius, e.g. 0.05), got {value}.")
 
 

@@ -26,14 +26,13 @@ import functools
 import itertools
 from typing import Any, Callable
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import check_learning_rate, check_scalar_loss, check_steps, check_times, is_traced
-from .flows import DivergenceError, FlowError, _default_tolerances, first_nonfinite_step
+from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced
+from .flows import DivergenceError, _solve_ode, first_nonfinite_step
 from .tree import PyTree
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
@@ -410,33 +409,11 @@ def sgd_modified_flow(
     n = num_examples(data)
     num_batches(n, batch_size)
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    times = check_times(times)
-    dt = _dtype(params)
-    times = times.astype(dt)
-    if times.shape[0] == 1:
-        return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
-    d_rtol, d_atol = _default_tolerances(params)
-    solver = diffrax.Dopri8() if dt == jnp.float64 else diffrax.Tsit5()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_sgd_field),
-        solver,
-        t0=times[0],
-        t1=times[-1],
-        dt0=None,
-        y0=params,
-        args=(batch_loss, data, int(batch_size), jnp.asarray(lr, dt), bool(reshuffled)),
-        saveat=diffrax.SaveAt(ts=times),
-        stepsize_controller=diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
-                                                  atol=d_atol if atol is None else atol),
-        max_steps=max_steps,
-        throw=False,
+    return _solve_ode(
+        _sgd_field, params, times,
+        (batch_loss, data, int(batch_size), jnp.asarray(lr, _dtype(params)), bool(reshuffled)),
+        rtol=rtol, atol=atol, max_steps=max_steps,
     )
-    if not bool(sol.result == diffrax.RESULTS.successful):
-        raise FlowError(
-            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. Shorten the time span, "
-            "raise max_steps, or loosen rtol/atol."
-        )
-    return sol.ys
 
 
 def finite_population_factor(num_examples: int, batch_size: int) -> float:

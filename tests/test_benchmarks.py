@@ -88,6 +88,7 @@ def test_table_lists_every_variant_and_goal(quick_report):
     for key in quick_report["cases"][0]["variants"]:
         assert key in table
     assert "goal" in table and "gpu_paper_sweep" in table
+    assert "QUICK MODE" in table and "(quick)" in table, "a quick run must not read as a verdict on the goals"
     md = bm.markdown_table(["case", "goal", "measured", "status"], bm.goal_rows(quick_report))
     assert md.count("\n") == 1 + len(bm.goal_rows(quick_report))
 
