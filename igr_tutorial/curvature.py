@@ -11,6 +11,7 @@ import functools
 import warnings
 from typing import Any, Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,11 +71,12 @@ class TopEigenResult:
         return float(self.eigenvalue)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _lanczos_top(flat_loss, x, v0, num_iters: int, n: int, tol):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _lanczos_top(flat_loss, loss_arrays, x, v0, num_iters: int, n: int, tol):
     """Lanczos with full re-orthogonalization on ``v ↦ H(x)v``, stopping when the top Ritz pair converges."""
     dtype = x.dtype
-    matvec = lambda v: jax.jvp(jax.grad(flat_loss), (x,), (v,))[1]  # noqa: E731
+    f = flat_loss.bind(loss_arrays)
+    matvec = lambda v: jax.jvp(jax.grad(f), (x,), (v,))[1]  # noqa: E731
     big = jnp.asarray(jnp.finfo(dtype).max / 8, dtype)
 
     def ritz(alphas, betas, j):
@@ -154,8 +156,9 @@ def hessian_top_eigenvalue(
     k = min(max_iters, n)
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = jax.random.normal(key, (n,), x.dtype)
-    flat_loss = _FlatLoss(loss, params)
-    theta, vec, hv, iters = _lanczos_top(flat_loss, x, v0, k, n, jnp.asarray(tol, x.dtype))
+    loss_arrays, loss_rest = eqx.partition(loss, eqx.is_array)
+    flat_loss = _FlatLoss(loss_rest, params)
+    theta, vec, hv, iters = _lanczos_top(flat_loss, loss_arrays, x, v0, k, n, jnp.asarray(tol, x.dtype))
     theta, iters = float(theta), int(iters)
     # The residual ‖Hv − λv‖ is formed in NumPy, outside the compiled loop.
     residual = float(np.linalg.norm(np.asarray(hv, np.float64) - theta * np.asarray(vec, np.float64)))
@@ -177,7 +180,10 @@ class _FlatLoss:
     """``loss`` as a function of the flattened parameter vector (the layout of ``ravel_pytree``).
 
     Hashable by the loss and the parameters' structure, shapes and dtypes, so that ``jit`` compiles once
-    per loss and parameter layout rather than once per call.
+    per loss and parameter layout rather than once per call. A loss that is a pytree holding arrays (such
+    as :func:`~igr_tutorial.train.train_loss_fn`'s, which holds the training data) is split first: ``loss``
+    here is the part without arrays, and :meth:`bind` puts the arrays back inside the compiled function, where
+    they are arguments, not constants baked into the program.
     """
 
     def __init__(self, loss, params):
@@ -195,8 +201,9 @@ class _FlatLoss:
             self.treedef, [p.reshape(shape).astype(dtype) for p, (shape, dtype) in zip(pieces, self.layout)]
         )
 
-    def __call__(self, x):
-        return self.loss(self.unravel(x))
+    def bind(self, loss_arrays):
+        full = eqx.combine(loss_arrays, self.loss)
+        return lambda x: full(self.unravel(x))
 
     def __hash__(self):
         return hash((self.loss, self.treedef, self.layout))
@@ -204,7 +211,7 @@ class _FlatLoss:
     def __eq__(self, other):
         return (
             isinstance(other, _FlatLoss)
-            and self.loss is other.loss
+            and self.loss == other.loss
             and (self.treedef, self.layout) == (other.treedef, other.layout)
         )
 

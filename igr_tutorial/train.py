@@ -302,8 +302,21 @@ def train_loss_fn(data: Dataset, activation: str = "tanh"):
     return _BoundLoss(x, y, activation)
 
 
+@jax.tree_util.register_pytree_node_class
 class _BoundLoss:
-    """A training loss bound to its data; equal (and hash-equal) for the same data and activation."""
+    """A training loss bound to its data; equal (and hash-equal) for the same data and activation.
+
+    A pytree whose leaves are the data, so that functions that compile the loss (such as
+    :func:`~igr_tutorial.curvature.hessian_top_eigenvalue`) can pass the data as an argument instead of
+    embedding it in the compiled program as a constant.
+    """
+
+    def tree_flatten(self):
+        return (self.x, self.y), self.activation
+
+    @classmethod
+    def tree_unflatten(cls, activation, children):
+        return cls(*children, activation)
 
     def __init__(self, x, y, activation):
         self.x, self.y, self.activation = x, y, activation

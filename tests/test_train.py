@@ -25,6 +25,7 @@ from igr_tutorial.train import (
     perturbed_accuracy,
     stacked_init,
     train,
+    train_loss_fn,
     train_sweep,
 )
 from igr_tutorial.tree import num_parameters, tree_sq_norm
@@ -474,3 +475,20 @@ def test_paper_egr_and_rk4_on_tiny_shapes(paper_on_tiny_shapes):
             assert len(curves[key]) == 3 and _all_finite(curves[key])
     assert rk4["methods"]["gd"]["train_loss"][0] == rk4["methods"]["rk4"]["train_loss"][0]  # same start
     assert any(msg.startswith("EGR:") for msg in messages) and any(msg.startswith("RK4") for msg in messages)
+
+
+def test_sharpness_of_the_training_loss_takes_the_data_as_an_argument():
+    """hessian_top_eigenvalue(train_loss_fn(data), …) compiles one Lanczos program per data *shape*: the data
+    is an argument of the compiled program, not a constant in it (at paper size, 60k MNIST images)."""
+    from igr_tutorial.curvature import _lanczos_top
+
+    params = init_mlp(jax.random.PRNGKey(3), SIZES, dtype=jnp.float64)
+    x, unravel = ravel_pytree(params)
+    before = _lanczos_top._cache_size()
+    for seed in (11, 12):  # two data sets of one shape
+        d = blobs(seed=seed)
+        loss = train_loss_fn(d)
+        got = igr.hessian_top_eigenvalue(loss, params, tol=1e-10).eigenvalue
+        dense = jax.hessian(lambda v: classification_loss(unravel(v), d.x_train, d.y_train))(x)
+        assert got == pytest.approx(np.linalg.eigvalsh(np.asarray(dense))[-1], rel=1e-8)
+    assert _lanczos_top._cache_size() - before == 1, "a second data set of the same shape recompiled Lanczos"
