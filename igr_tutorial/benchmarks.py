@@ -1059,7 +1059,6 @@ def _floor_note(profile: dict[str, Any], variants: dict[str, Any], total: float)
         call = name.split()[1]
         cell = next((c for c in variants.get(chapter, {}).get("slowest_cells", []) if call in c["first_line"]), None)
         cells[name] = cell["seconds"] if cell else None
-    profile["cell_s"] = cells
     floors = "; ".join(
         f"{k}: {f / 1e9:,.0f} GFLOP, at least {profile['floor_s'][k]:.0f} s"
         + (f" of the cell's {cells[k]:.0f} s" if cells[k] else "")

@@ -54,6 +54,18 @@ def _leaf_dtype(params: PyTree):
     return jnp.result_type(*jax.tree.leaves(params))
 
 
+def _raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = None, unit: str = "step",
+                       hint: str = "") -> None:
+    """Raise :class:`DivergenceError` naming the first non-finite ``unit`` of ``traj`` (leading axis)."""
+    bad = first_nonfinite_step(traj)
+    if bad is not None:
+        total = "" if of is None else f" of {of}"
+        raise DivergenceError(
+            f"{what} diverged: the parameters became non-finite at {unit} {bad}{total} with {detail}. Use a smaller "
+            f"learning rate{hint}, or pass allow_divergence=True to get the diverging trajectory."
+        )
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _gd_scan(loss: Loss, params: PyTree, lr: jax.Array, steps: int) -> PyTree:
     grad = jax.grad(loss)
@@ -101,14 +113,9 @@ def gradient_descent(
     lr_arr = jnp.asarray(lr, dtype=_leaf_dtype(params))
     traj = _gd_scan(loss, params, lr_arr, steps)
     if not allow_divergence and not is_traced(lr):
-        bad = first_nonfinite_step(traj)
-        if bad is not None:
-            raise DivergenceError(
-                f"gradient descent diverged: the parameters became non-finite at step {bad} of {steps} "
-                f"with lr={float(lr):g}. Use a smaller learning rate (on a quadratic GD is stable only for "
-                "lr < 2/λ_max, λ_max the largest Hessian eigenvalue), or pass allow_divergence=True to get "
-                "the diverging trajectory."
-            )
+        _raise_if_diverged(traj, "gradient descent", f"lr={float(lr):g}", of=steps,
+                           hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
+                                "eigenvalue)")
     return traj
 
 
@@ -202,7 +209,9 @@ def _solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=
         throw=False,
     )
     if not bool(sol.result == diffrax.RESULTS.successful):
-        raise FlowError(f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}.")
+        raise FlowError(
+            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}."
+        )
     return sol.ys
 
 

@@ -28,7 +28,7 @@ from jax import lax
 
 from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced, real_scalar
 from .curvature import hvp
-from .flows import DivergenceError, first_nonfinite_step
+from .flows import _leaf_dtype, _raise_if_diverged
 from .tree import PyTree, tree_sq_norm
 
 Loss = Callable[[PyTree], jax.Array]
@@ -54,19 +54,6 @@ def check_radius(rho: Any) -> None:
     value = real_scalar(rho, "rho", "a single real number >= 0")
     if value is not None and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"rho must be a finite number >= 0 (the SAM radius, e.g. 0.05), got {value}.")
-
-
-def _dtype(params: PyTree):
-    return jnp.result_type(*jax.tree.leaves(params))
-
-
-def _raise_if_diverged(traj: PyTree, what: str, steps: int, detail: str) -> None:
-    bad = first_nonfinite_step(traj)
-    if bad is not None:
-        raise DivergenceError(
-            f"{what} diverged: the parameters became non-finite at step {bad} of {steps} ({detail}). Use a "
-            "smaller learning rate, or pass allow_divergence=True to get the diverging trajectory."
-        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,7 +99,7 @@ def heavy_ball(
     check_momentum(beta)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    dtype = _dtype(params)
+    dtype = _leaf_dtype(params)
     if initial_velocity is None:
         initial_velocity = jax.tree.map(jnp.zeros_like, params)
     elif jax.tree.structure(initial_velocity) != jax.tree.structure(params) or any(
@@ -121,7 +108,7 @@ def heavy_ball(
         raise ValueError("initial_velocity must have the same pytree structure and shapes as params.")
     traj = _heavy_ball_scan(loss, params, initial_velocity, jnp.asarray(lr, dtype), jnp.asarray(beta, dtype), steps)
     if not allow_divergence and not is_traced(lr) and not is_traced(beta):
-        _raise_if_diverged(traj, "heavy-ball momentum", steps, f"lr={float(lr):g}, beta={float(beta):g}")
+        _raise_if_diverged(traj, "heavy-ball momentum", f"lr={float(lr):g}, beta={float(beta):g}", of=steps)
     return traj
 
 
@@ -207,7 +194,7 @@ def optax_descent(optimizer: Any, loss: Loss, params: PyTree, steps: int, *, all
 
     traj = run(params)
     if not allow_divergence:
-        _raise_if_diverged(traj, "the optax optimizer", steps, type(optimizer).__name__)
+        _raise_if_diverged(traj, "the optax optimizer", type(optimizer).__name__, of=steps)
     return traj
 
 
@@ -258,7 +245,7 @@ def gd_quadratic_modified_rate(lr: float, eigenvalue: Any, order: int) -> np.nda
 
 def _sam_direction(g: PyTree, normalize: bool) -> tuple[PyTree, jax.Array]:
     if not normalize:
-        return g, jnp.asarray(1.0, _dtype(g))
+        return g, jnp.asarray(1.0, _leaf_dtype(g))
     norm = jnp.sqrt(tree_sq_norm(g))
     inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     return jax.tree.map(lambda x: x * inv.astype(x.dtype), g), inv
@@ -326,8 +313,8 @@ def sam_descent(
     check_radius(rho)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    dtype = _dtype(params)
+    dtype = _leaf_dtype(params)
     traj = _sam_scan(loss, params, jnp.asarray(lr, dtype), jnp.asarray(rho, dtype), steps, bool(normalize))
     if not allow_divergence and not is_traced(lr):
-        _raise_if_diverged(traj, "SAM", steps, f"lr={float(lr):g}, rho={float(rho):g}")
+        _raise_if_diverged(traj, "SAM", f"lr={float(lr):g}, rho={float(rho):g}", of=steps)
     return traj

@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced
-from .flows import DivergenceError, _solve_ode, first_nonfinite_step
+from .flows import _leaf_dtype, _raise_if_diverged, _solve_ode
 from .tree import PyTree
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
@@ -206,19 +206,6 @@ def _sgd_epoch(batch_loss, params, batches, lr):
     return jax.tree.map(lambda p0, t: jnp.concatenate([jnp.asarray(p0)[None], t]), params, traj)
 
 
-def _dtype(params):
-    return jnp.result_type(*jax.tree.leaves(params))
-
-
-def _raise_if_diverged(traj, what, lr):
-    bad = first_nonfinite_step(traj)
-    if bad is not None:
-        raise DivergenceError(
-            f"{what} diverged: the parameters became non-finite at record {bad} with lr={float(lr):g}. "
-            "Use a smaller learning rate, or pass allow_divergence=True to get the diverging run."
-        )
-
-
 def sgd_epoch(
     batch_loss: BatchLoss, params: PyTree, batches: PyTree, lr: float, *, allow_divergence: bool = False
 ) -> PyTree:
@@ -229,9 +216,9 @@ def sgd_epoch(
     """
     check_learning_rate(lr)
     _check_batch_loss(batch_loss, params, batches)
-    traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, _dtype(params)))
+    traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, _leaf_dtype(params)))
     if not allow_divergence:
-        _raise_if_diverged(traj, "SGD", lr)
+        _raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -260,7 +247,7 @@ def sgd_epoch_endpoints(
     if perms.ndim != 2 or perms.shape[1] != n:
         raise ValueError(f"permutations must have shape (P, {n}) (one permutation per row), got {perms.shape}.")
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, _dtype(params)), int(batch_size), perms)
+    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, _leaf_dtype(params)), int(batch_size), perms)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
@@ -300,9 +287,9 @@ def sgd(
     num_batches(n, batch_size)
     if not is_traced(lr):
         _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, _dtype(params)), int(batch_size), epochs, key)
+    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, _leaf_dtype(params)), int(batch_size), epochs, key)
     if not allow_divergence and not is_traced(key) and not is_traced(lr):
-        _raise_if_diverged(traj, "SGD", lr)
+        _raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -347,11 +334,12 @@ def gd_with_sgd_regularizer(
     n = num_examples(data)
     num_batches(n, batch_size)
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    dt = _dtype(params)
+    dt = _leaf_dtype(params)
     final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
                         steps, key)
     if not allow_divergence:
-        _raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", lr)
+        _raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
+                           unit="record")
     return final
 
 
@@ -411,7 +399,7 @@ def sgd_modified_flow(
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
     return _solve_ode(
         _sgd_field, params, times,
-        (batch_loss, data, int(batch_size), jnp.asarray(lr, _dtype(params)), bool(reshuffled)),
+        (batch_loss, data, int(batch_size), jnp.asarray(lr, _leaf_dtype(params)), bool(reshuffled)),
         rtol=rtol, atol=atol, max_steps=max_steps,
     )
 
