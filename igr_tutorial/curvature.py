@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from .tree import tree_vdot
 
@@ -140,7 +141,6 @@ def hessian_top_eigenvalue(
     reached; ``"warn"`` warns and ``"ignore"`` returns the estimate with ``converged=False``. Chapter 5
     (Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
     """
-    from jax.flatten_util import ravel_pytree
 
     from ._checks import check_scalar_loss
 
@@ -223,15 +223,20 @@ def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int =
     its standard error shrinks like ``1/√num_samples`` (Hutchinson 1990). Chapter 5 relates it to the
     expected loss increase under Gaussian parameter noise, ``E[E(θ+σε)] − E(θ) ≈ ½σ²·tr H``.
     """
-    from jax.flatten_util import ravel_pytree
-
     from ._checks import check_scalar_loss
 
     if not (isinstance(num_samples, int) and num_samples >= 1):
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
     check_scalar_loss(loss, params)
-    x, unravel = ravel_pytree(params)
+    x, _ = ravel_pytree(params)
     zs = jax.random.rademacher(key, (num_samples, x.shape[0]), dtype=x.dtype)
-    flat = lambda y: loss(unravel(y))  # noqa: E731
-    quad = lambda z: jnp.vdot(z, jax.jvp(jax.grad(flat), (x,), (z,))[1])  # noqa: E731
+    loss_arrays, loss_rest = eqx.partition(loss, eqx.is_array)
+    return _hutchinson(_FlatLoss(loss_rest, params), loss_arrays, x, zs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hutchinson(flat_loss, loss_arrays, x, zs):
+    """Mean of ``zᵀH(x)z`` over the rows ``z`` of ``zs``; compiled once per loss and parameter layout."""
+    f = flat_loss.bind(loss_arrays)
+    quad = lambda z: jnp.vdot(z, jax.jvp(jax.grad(f), (x,), (z,))[1])  # noqa: E731
     return jnp.mean(lax.map(quad, zs))

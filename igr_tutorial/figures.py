@@ -22,6 +22,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from .stats import mean_se
+
 __all__ = [
     "plot_egr",
     "plot_rig_vs_lambda",
@@ -73,23 +75,31 @@ def _by_width(results: dict) -> dict[int, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-def _mean_over_seeds(runs: Sequence[dict], key: str):
-    """Per learning rate (sorted): ``lr``, ``λ``, the seed-mean of ``run[key]`` over runs that did not
-    diverge (NaN if none), the individual values, and the learning rates at which some seed diverged."""
-    per_lr: dict[float, list[dict]] = defaultdict(list)
-    for run in runs:
-        per_lr[run["lr"]].append(run)
-    lrs = sorted(per_lr)
-    lam, mean, points, diverged = [], [], [], []
-    for lr in lrs:
-        group = per_lr[lr]
-        good = [r[key] for r in group if not r["diverged"] and r.get(key) is not None]
-        if len(good) < len(group):
-            diverged.append(lr)
-        lam.append(group[0]["lambda"])
-        mean.append(float(np.mean(good)) if good else np.nan)
-        points.extend((group[0]["lambda"], v) for v in good)
-    return np.array(lrs), np.array(lam), np.array(mean), points, diverged
+def _seed_grid(runs: Sequence[dict], key: str, by: str = "lr"):
+    """``run[key]`` as an array ``(seeds, grid)`` (NaN for diverged runs) over the sorted values of ``run[by]``,
+    and the grid values at which some seed diverged."""
+    grid = sorted({r[by] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    values = np.full((len(seeds), len(grid)), np.nan)
+    diverged = set()
+    for r in runs:
+        if r["diverged"]:
+            diverged.add(r[by])
+        elif r.get(key) is not None:
+            values[seeds.index(r["seed"]), grid.index(r[by])] = float(r[key])
+    return np.array(grid), values, sorted(diverged)
+
+
+def _band(ax, x, values: np.ndarray, *, color, label: str, style: str = "o-", **kw) -> None:
+    """The mean over seeds (rows of ``values``) as a line, and ±1 standard error as a shaded band."""
+    mean, se = mean_se(values, axis=0)
+    ok = np.isfinite(mean)
+    x = np.asarray(x, dtype=float)
+    n = values.shape[0]
+    ax.plot(x[ok], mean[ok], style, color=color, label=f"{label} (mean of {n} seeds ± 1 s.e.)" if n > 1 else label, **kw)
+    band = ok & np.isfinite(se)
+    if band.any():
+        ax.fill_between(x[band], (mean - se)[band], (mean + se)[band], color=color, alpha=0.2, lw=0)
 
 
 def _diverged_text(diverged_by_width: dict[int, list[float]]) -> str | None:
@@ -110,20 +120,15 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 
 def _lambda_panel(ax, results: dict, key: str, label: str, *, logy: bool = True) -> dict[int, np.ndarray]:
-    """One line per width of the seed-mean of ``key`` vs ``λ`` (seeds as faint dots); returns the lrs."""
-    multi_seed = len({r["seed"] for r in results["runs"]}) > 1
+    """One line per width of the seed-mean of ``key`` vs ``λ``, with a ±1 s.e. band; returns the lrs."""
     diverged, lrs_by_width, all_values = {}, {}, []
     for i, (width, runs) in enumerate(_by_width(results).items()):
-        lrs, lam, mean, points, div = _mean_over_seeds(runs, key)
-        ok = np.isfinite(mean)
+        lrs, values, div = _seed_grid(runs, key)
         m = runs[0]["m"]
-        ax.plot(lam[ok], mean[ok], "o-", color=_color(i), label=f"width {width} (m = {m:,})")
-        if multi_seed and points:
-            px, py = zip(*points)
-            ax.plot(px, py, ".", color=_color(i), alpha=0.35)
+        _band(ax, lrs * m / 4, values, color=_color(i), label=f"width {width} (m = {m:,})")
         diverged[width] = div
         lrs_by_width[width] = lrs
-        all_values.extend(mean[ok])
+        all_values.extend(values[np.isfinite(values)])
     ax.set_xscale("log")
     if logy and _positive(np.array(all_values)):
         ax.set_yscale("log")
@@ -140,7 +145,7 @@ def _lambda_panel(ax, results: dict, key: str, label: str, *, logy: bool = True)
 
 def plot_rig_vs_lambda(results: dict) -> Figure:
     """Prediction 2.1: the implicit regularizer ``R_IG = ‖∇E‖²/m`` of the final iterate against
-    ``λ = h·m/4``, one line per width (log–log; the mean over seeds, each seed a faint dot).
+    ``λ = h·m/4``, one line per width (log–log; the mean over seeds with a ±1 standard-error band).
 
     IGR predicts that ``R_IG`` falls as ``λ`` grows.
     ``results``: :func:`~igr_tutorial.experiments.learning_rate_sweep`.
@@ -172,7 +177,7 @@ def plot_sharpness_vs_lambda(results: dict) -> Figure:
 
 def plot_test_accuracy_vs_lambda(results: dict) -> Figure:
     """Prediction 2.3: test accuracy (solid) and train accuracy (dashed) of the final iterate against
-    ``λ = h·m/4``, one colour per width (mean over seeds).
+    ``λ = h·m/4``, one colour per width (mean over seeds, ±1 standard-error bands).
 
     IGR predicts that test accuracy rises with ``λ`` until the learning rate is too large for training.
     ``results``: :func:`~igr_tutorial.experiments.learning_rate_sweep`.
@@ -183,17 +188,17 @@ def plot_test_accuracy_vs_lambda(results: dict) -> Figure:
         if line.get_label().startswith("width"):
             line.set_label(f"test, {line.get_label()}")
     for i, (width, runs) in enumerate(_by_width(results).items()):
-        _, lam, mean, _, _ = _mean_over_seeds(runs, "train_accuracy")
-        ok = np.isfinite(mean)
-        ax.plot(lam[ok], mean[ok], "s--", color=_color(i), mfc="white", label=f"train, width {width}")
+        lrs, values, _ = _seed_grid(runs, "train_accuracy")
+        _band(ax, lrs * runs[0]["m"] / 4, values, color=_color(i), style="s--", mfc="white",
+              label=f"train, width {width}")
     ax.set_title("Prediction 2.3: accuracy vs λ")
     ax.legend(fontsize=8)
     return fig
 
 
 def plot_robustness(results: dict) -> Figure:
-    """Prediction 2.4: test accuracy of ``θ + σ·ε`` (``ε ~ N(0, I)``, averaged over noise draws and seeds)
-    against the noise level ``σ``; one panel per width, one line per learning rate ``h``.
+    """Prediction 2.4: test accuracy of ``θ + σ·ε`` (``ε ~ N(0, I)``, averaged over noise draws) against the
+    noise level ``σ``; one panel per width, one line per learning rate ``h`` (mean over seeds ± 1 s.e.).
 
     IGR predicts that networks trained with larger ``h`` (flatter minima) lose less accuracy under noise.
     ``results``: :func:`~igr_tutorial.experiments.learning_rate_sweep`.
@@ -215,8 +220,7 @@ def plot_robustness(results: dict) -> Figure:
             if not curves:
                 continue
             color = cmap(j / max(1, len(lrs) - 1) * 0.9)
-            ax.plot(sigmas, np.nanmean(curves, axis=0), "o-", color=color,
-                    label=f"h = {_g(lr)} (λ = {_g(group[0]['lambda'])})")
+            _band(ax, sigmas, np.array(curves), color=color, label=f"h = {_g(lr)} (λ = {_g(group[0]['lambda'])})")
         ax.set_xlabel("parameter noise σ")
         ax.set_ylabel("test accuracy under noise")
         ax.set_title(f"width {width} (m = {runs[0]['m']:,})")
@@ -232,63 +236,72 @@ def plot_robustness(results: dict) -> Figure:
 
 
 def plot_egr(results: dict) -> Figure:
-    """Explicit gradient regularization at a small step ``h``: test accuracy, final ``R_IG`` and sharpness
-    against the explicit strength ``μ`` of ``E + μ‖∇E‖²`` (symmetric-log axis, so that ``μ = 0`` shows).
+    """Explicit gradient regularization at a small step ``h₀`` against GD at ``h = h₀ + 4μ``, every run stopped
+    at the same training loss: test accuracy, ``R_IG``, sharpness and the training time ``t`` it took, against
+    the effective strength ``μ + h₀/4`` (``h/4`` for GD); means over seeds with ±1 s.e. bands.
 
-    GD adds ``(h/4)‖∇E‖²`` implicitly, so the *effective* strength is ``μ + h/4`` (given in the legend):
-    adding ``μ`` should act like a larger learning rate. ``results``: :func:`~igr_tutorial.experiments.egr_sweep`.
+    To first order both follow the flow of ``E + (μ + h₀/4)‖∇E‖²``: where GD is stable the two lines should
+    coincide. ``results``: :func:`~igr_tutorial.experiments.egr_sweep`.
     """
-    runs = sorted(results["runs"], key=lambda r: r["mu"])
-    h = runs[0]["lr"] if runs else float("nan")
-    good = [r for r in runs if not r["diverged"]]
-    mus = np.array([r["mu"] for r in good], dtype=float)
-    positive = [r["mu"] for r in runs if r["mu"] > 0]
-    panels = [("test_accuracy", "test accuracy"), ("r_ig", "final R_IG = ‖∇E‖²/m"),
-              ("sharpness", "top Hessian eigenvalue λ_max")]
-    fig, axes = _figure(3, panel_width=4.0)
-    for ax, (key, label) in zip(axes, panels):
-        values = _nan(r[key] for r in good)
-        label = (f"EGR at h = {_g(h)}, width {results.get('width')}\n"
-                 f"effective strength μ + h/4 = μ + {_g(h / 4)}")
-        ax.plot(mus, values, "o-", color="C3", label=label)
-        if positive:
-            ax.set_xscale("symlog", linthresh=min(positive))
-        ax.set_xlabel("explicit strength μ")
-        ax.set_ylabel(label)
-        if key == "r_ig" and _spans_decades(values):
-            ax.set_yscale("log")
-    _note_left_out(axes[0], ", ".join(f"μ = {_g(r['mu'])}" for r in runs if r["diverged"]) or None)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Explicit gradient regularization: E + μ‖∇E‖² (GD adds h/4 implicitly)")
+    panels = [("test_accuracy", "test accuracy at the target loss", False),
+              ("r_ig", "R_IG = ‖∇E‖²/m at the target loss", True),
+              ("sharpness", "top Hessian eigenvalue λ_max", False),
+              ("time", "training time t = steps·step size", True)]
+    h0 = results["lr"]
+    fig, axes = _figure(4, panel_width=3.6)
+    styles = {"egr": ("C3", "x--", f"EGR at h₀ = {_g(h0)}, strength μ"), "gd": ("C0", "o-", "GD at h = h₀ + 4μ")}
+    left_out = []
+    for method, (color, style, label) in styles.items():
+        runs = [r for r in results["runs"] if r["method"] == method]
+        # A run that never reached the target is not at the common loss: none of its values is shown.
+        at_target = [r if r["reached_target"] else dict(r, **{key: None for key, _, _ in panels}) for r in runs]
+        for ax, (key, ylabel, logy) in zip(axes, panels):
+            mus, values, _ = _seed_grid(at_target, key, by="mu")
+            _band(ax, mus + h0 / 4, values, color=color, style=style, label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("effective strength μ + h₀/4 (GD: h/4)")
+            ax.set_ylabel(ylabel)
+            if logy and _spans_decades(values):
+                ax.set_yscale("log")
+        left_out += sorted({f"{method.upper()} μ = {_g(r['mu'])}" for r in runs if not r["reached_target"]})
+    _note_left_out(axes[0], ", ".join(left_out) or None, prefix="never reached the target (left out)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"EGR at a small step vs GD at a large step, each stopped at training loss "
+                 f"{_g(results['target_loss'])} (width {results.get('width')}, m = {results.get('m')})")
     return fig
 
 
 def plot_rk4_vs_gd(results: dict) -> Figure:
-    """GD (implicit regularization present) against RK4 (it removed) at the same step ``h`` from the same
-    initialization: training loss, test accuracy and ``R_IG`` against the step number.
+    """GD (implicit regularization present) against RK4 (it removed) at the same steps ``h`` and the same number
+    of steps from the same initializations: final training loss, test accuracy, ``R_IG`` and ``h·λ_max``
+    against ``h`` (means over seeds with ±1 s.e. bands), with GD's stability limit ``hλ = 2`` and RK4's
+    ``hλ ≈ 2.785``.
 
-    RK4 follows the gradient flow to ``O(h⁴)``; the gap between the curves is what IGR does.
+    RK4 follows the gradient flow to ``O(h⁴)``; where both are stable the gap between them is what IGR does.
     ``results``: :func:`~igr_tutorial.experiments.rk4_versus_gd`.
     """
-    panels = [("train_loss", "training loss E", True), ("test_accuracy", "test accuracy", False),
-              ("r_ig", "R_IG = ‖∇E‖²/m", True)]
-    styles = {"gd": ("-", "C0", "GD (IGR present)"), "rk4": ("--", "C1", "RK4 (IGR removed)")}
-    fig, axes = _figure(3, panel_width=4.0)
-    gaps = []
-    for method, curves in results["methods"].items():
-        ls, color, label = styles.get(method, ("-", "C2", method))
-        step = np.asarray(curves["step"], dtype=float)
-        for ax, (key, _, _) in zip(axes, panels):
-            ax.plot(step, _nan(curves[key]), ls, color=color, label=label)
-        if any(v is None for v in curves["train_loss"]):
-            gaps.append(method.upper())
-    for ax, (key, label, logy) in zip(axes, panels):
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        if logy and _spans_decades(np.concatenate([_nan(c[key]) for c in results["methods"].values()])):
-            ax.set_yscale("log")
-    _note_left_out(axes[0], " and ".join(gaps) or None, prefix="diverged (non-finite values left out)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"GD vs RK4 at the same step h = {_g(results['lr'])} (width {results.get('width')}, "
+    panels = [("train_loss", "final training loss E", True), ("test_accuracy", "final test accuracy", False),
+              ("r_ig", "final R_IG = ‖∇E‖²/m", True), ("h_sharpness", "h·λ_max at the end", False)]
+    styles = {"gd": ("C0", "o-", "GD (IGR present)"), "rk4": ("C1", "s--", "RK4 (IGR removed)")}
+    fig, axes = _figure(4, panel_width=3.6)
+    left_out = []
+    for method, (color, style, label) in styles.items():
+        runs = [dict(r, h_sharpness=None if r.get("sharpness") is None else r["lr"] * r["sharpness"])
+                for r in results["runs"] if r["method"] == method]
+        for ax, (key, ylabel, logy) in zip(axes, panels):
+            lrs, values, div = _seed_grid(runs, key)
+            _band(ax, lrs, values, color=color, style=style, label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("step h")
+            ax.set_ylabel(ylabel)
+            if logy and _spans_decades(values):
+                ax.set_yscale("log")
+        left_out += [f"{method.upper()} h = {_g(h)}" for h in div]
+    axes[3].axhline(2.0, color="C0", ls=":", label="GD stable below hλ = 2")
+    axes[3].axhline(2.785, color="C1", ls=":", label="RK4 stable below hλ ≈ 2.785")
+    axes[3].legend(fontsize=7)
+    _note_left_out(axes[0], ", ".join(left_out) or None, prefix="diverged (left out)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"GD vs RK4 at the same step h, {results['steps']} steps (width {results.get('width')}, "
                  f"m = {results.get('m')})")
     return fig

@@ -40,9 +40,13 @@ def mean_se(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mean, se
 
 
-def _decimals(se: float, digits: int) -> int:
-    """Decimal places that keep ``digits`` significant digits of ``se``."""
-    return max(0, digits - 1 - math.floor(math.log10(se)))
+def _decimals(x: float, digits: int) -> int:
+    """Decimal places that keep ``digits`` significant digits of ``x`` (negative: round to tens, hundreds, …)."""
+    return digits - 1 - math.floor(math.log10(x))
+
+
+def _rounded(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}" if decimals >= 0 else f"{round(x, decimals):.0f}"
 
 
 def format_mean_se(mean: float, se: float, *, digits: int = 1, scientific: bool | None = None) -> str:
@@ -63,10 +67,10 @@ def format_mean_se(mean: float, se: float, *, digits: int = 1, scientific: bool 
         scale = 10.0**exp
         return f"({format_mean_se(mean / scale, se / scale, digits=digits, scientific=False)})e{exp:+03d}"
     if not math.isfinite(se) or se <= 0:
-        d = _decimals(abs(mean), 2) if mean != 0 else 2
+        d = max(0, _decimals(abs(mean), 2)) if mean != 0 else 2
         return f"{mean:.{d}f} ± " + ("?" if not math.isfinite(se) else "0")
     d = _decimals(se, digits)
-    return f"{mean:.{d}f} ± {se:.{d}f}"
+    return f"{_rounded(mean, d)} ± {_rounded(se, d)}"
 
 
 def mean_difference(a: Any, b: Any, *, z: float = 2.0) -> tuple[float, float, bool]:

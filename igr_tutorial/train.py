@@ -107,7 +107,7 @@ def _step_fn(method, activation, batch_size, n_train):
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "method", "activation", "batch_size", "record_every"))
-def _train(params, arrays, lr, mu, key, *, steps, method, activation, batch_size, record_every):
+def _train(params, arrays, lr, mu, key, target, *, steps, method, activation, batch_size, record_every):
     xtr, ytr = arrays[0], arrays[1]
     lr = jnp.asarray(lr, xtr.dtype)
     mu = jnp.asarray(mu, xtr.dtype)
@@ -117,12 +117,18 @@ def _train(params, arrays, lr, mu, key, *, steps, method, activation, batch_size
     def inner(p, i):
         return step(p, i, lr, mu, key, xtr, ytr), None
 
-    def outer(p, r):
-        p, _ = lax.scan(inner, p, r * record_every + jnp.arange(record_every))
-        return p, _metrics(p, arrays, activation)
+    def segment(p, r):
+        return lax.scan(inner, p, r * record_every + jnp.arange(record_every))[0]
 
-    final, recs = lax.scan(outer, params, jnp.arange(num_records))
+    def outer(carry, r):
+        # A run stops for good at the first record whose training loss is at or below `target` (-inf: never).
+        p, metrics = carry
+        p = lax.cond(metrics[0] > target, segment, lambda q, _: q, p, r)
+        metrics = _metrics(p, arrays, activation)
+        return (p, metrics), metrics
+
     first = _metrics(params, arrays, activation)
+    (final, _), recs = lax.scan(outer, (params, first), jnp.arange(num_records))
     recs = jnp.concatenate([first[None], recs])
     return final, recs
 
@@ -133,6 +139,25 @@ def _default_record_every(steps, record_every):
         return record_every  # validated (or rejected) by _check_method
     target = max(1, steps // 20)
     return max(d for d in range(1, target + 1) if steps % d == 0)
+
+
+def _check_target(target_loss, method) -> float:
+    """``target_loss`` as the float the compiled run compares with (``-inf``: never stop)."""
+    if target_loss is None:
+        return -np.inf
+    if method == "sgd":
+        raise ValueError("target_loss stops on the full training loss; it is not available for method='sgd'.")
+    if not isinstance(target_loss, (int, float, np.floating, np.integer)) or not np.isfinite(target_loss) or target_loss <= 0:
+        raise ValueError(f"target_loss must be a finite positive number (a training loss to stop at), got {target_loss!r}.")
+    return float(target_loss)
+
+
+def steps_to_target(hist: History, target_loss: float) -> np.ndarray:
+    """The step of the first record whose training loss is at or below ``target_loss``, per run (``-1`` for a
+    run that never reached it): how long each run of a ``target_loss`` sweep trained."""
+    reached = np.asarray(hist.train_loss) <= target_loss
+    first = np.argmax(reached, axis=-1)
+    return np.where(reached.any(axis=-1), np.asarray(hist.step)[first], -1)
 
 
 def _check_mu(mu):
@@ -181,6 +206,7 @@ def train(
     activation: str = "tanh",
     record_every: int | None = None,
     allow_divergence: bool = False,
+    target_loss: float | None = None,
 ) -> tuple[Any, History]:
     """Train an MLP (see :mod:`igr_tutorial.nets`) for ``steps`` steps; one compiled ``lax.scan``.
 
@@ -188,17 +214,22 @@ def train(
     largest divisor of ``steps`` up to ``steps // 20``) plus at step 0. ``key`` seeds SGD's shuffling. A run
     whose training loss becomes non-finite raises ``ValueError`` suggesting a smaller ``lr``, unless
     ``allow_divergence=True``.
+
+    ``target_loss``: stop training at the first record whose full training loss is at or below it (the
+    parameters and the recorded metrics then stay constant): runs compared *at equal training loss* instead
+    of after an equal number of steps (chapters 6–7). See :func:`steps_to_target` for the step reached.
     """
     check_learning_rate(lr)
     record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    target = _check_target(target_loss, method)
     if method == "egr":
         _check_mu(mu)
     key = jax.random.PRNGKey(0) if key is None else key
     arrays = _arrays(data)
     dtype = arrays[0].dtype  # lr and μ as arrays of the data's dtype: the same compiled function as train_sweep
     final, recs = _train(
-        params, arrays, jnp.asarray(lr, dtype), jnp.asarray(mu, dtype), key,
+        params, arrays, jnp.asarray(lr, dtype), jnp.asarray(mu, dtype), key, jnp.asarray(target, dtype),
         steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every,
     )
     hist = _history(recs, record_every)
@@ -224,6 +255,7 @@ def train_sweep(
     activation: str = "tanh",
     record_every: int | None = None,
     mode: str = "auto",
+    target_loss: float | None = None,
 ) -> tuple[Any, History]:
     """Train one run per entry of ``lrs`` (and of ``mus`` and ``keys``, broadcast to the same length).
 
@@ -234,7 +266,8 @@ def train_sweep(
     and ``loop`` on a CPU, where it measured as fast or faster (6 runs of a 40-32-32-10 MLP on 1000
     MNIST-1D examples, 2 cores: 7 s looped vs 10 s vmapped). Diverging runs
     are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
-    have shape ``(runs, records)``.
+    have shape ``(runs, records)``. ``target_loss`` stops every run at the same training loss, as in
+    :func:`train`.
     """
     lrs = np.asarray(lrs, dtype=float)
     if lrs.ndim != 1 or lrs.size == 0:
@@ -253,6 +286,7 @@ def train_sweep(
         raise ValueError(f"keys must hold one PRNG key per learning rate ({k}), got {len(keys)}.")
     record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    target = _check_target(target_loss, method)
     if mode not in ("auto", "vmap", "loop"):
         raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
     if mode == "auto":
@@ -261,16 +295,16 @@ def train_sweep(
     arrays = _arrays(data)
     static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
     dtype = arrays[0].dtype
-    lr_arr, mu_arr = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype)
+    lr_arr, mu_arr, target = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype), jnp.asarray(target, dtype)
     if mode == "vmap":
-        in_axes = (0 if per_run else None, None, 0, 0, 0)
-        run = jax.vmap(lambda p, a, h, m, kk: _train(p, a, h, m, kk, **static), in_axes=in_axes)
-        final, recs = run(init_params, arrays, lr_arr, mu_arr, keys)
+        in_axes = (0 if per_run else None, None, 0, 0, 0, None)
+        run = jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static), in_axes=in_axes)
+        final, recs = run(init_params, arrays, lr_arr, mu_arr, keys, target)
     else:
         outs = []
         for i in range(k):
             p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
-            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], **static))
+            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, **static))
         final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
         recs = jnp.stack([o[1] for o in outs])
     return final, _history(recs, record_every)

@@ -78,8 +78,8 @@ def test_figure_all_runs_each_experiment_once_and_reports_progress(cli_run):
     err = proc.stderr
     for experiment in ("learning_rate_sweep", "egr_sweep", "rk4_versus_gd"):
         assert err.count(f"running {experiment}") == 1, err
-    assert "[1/2] width 8, seed 0" in err and "[2/2] width 8, seed 1" in err  # the experiments' progress
-    assert "EGR:" in err and "RK4 at lr=" in err
+    assert "[1/1] width 8: 2 seeds × 2 learning rates" in err  # the experiments' progress
+    assert "EGR: 2 seeds × 2 values of mu" in err and "RK4: 2 seeds × 2 steps h" in err
     for name in NAMES:
         assert f"writing {out / name}.png" in err and f"writing {out / name}.json" in err
     assert "size 'tiny' (--size) on cpu" in err
@@ -104,11 +104,12 @@ def test_json_holds_the_numbers_the_size_and_the_device(records):
     assert all(0 <= run["test_accuracy"] <= 1 for run in records["test-accuracy"]["results"]["runs"])
     assert all(len(run["perturbed_accuracy"]) == 2 for run in records["robustness"]["results"]["runs"])
     egr = records["egr"]["results"]
-    assert [r["mu"] for r in egr["runs"]] == [0.0, 0.05]
+    assert [(r["method"], r["seed"], r["mu"]) for r in egr["runs"]] == [
+        (method, s, mu) for method in ("egr", "gd") for s in (0, 1) for mu in (0.0, 0.05)]
     assert all(r["effective_strength"] == pytest.approx(r["mu"] + 0.05 / 4) for r in egr["runs"])
-    rk4 = records["rk4"]["results"]["methods"]
-    assert set(rk4) == {"gd", "rk4"} and rk4["gd"]["step"] == [0, 10, 20]
-    assert all(np.isfinite(rk4[m]["train_loss"]).all() for m in rk4)
+    rk4 = records["rk4"]["results"]
+    assert {r["method"] for r in rk4["runs"]} == {"gd", "rk4"} and rk4["lrs"] == [0.05, 0.2]
+    assert all(np.isfinite(r["train_loss_curve"]).all() and r["sharpness"] > 0 for r in rk4["runs"])
 
 
 def test_unknown_figure_or_size_is_a_clear_error(capsys):
@@ -214,7 +215,8 @@ def test_diverged_runs_are_left_out_and_named(records, name):
     lam_diverged = [r["lambda"] for r in results["runs"] if r["diverged"]][0]
     lines = [line for ax in fig.axes for line in ax.lines if not line.get_label().startswith("2/h")]
     if name == "robustness":  # one line per learning rate: only h = 0.05 (λ = 0.05·418/4) is left
-        assert [line.get_label() for line in lines if len(line.get_xdata())] == ["h = 0.05 (λ = 5.23)"]
+        assert [line.get_label() for line in lines if len(line.get_xdata())] == [
+            "h = 0.05 (λ = 5.23) (mean of 2 seeds ± 1 s.e.)"]
     else:  # no point at the diverged run's λ
         for line in lines:
             x = np.asarray(line.get_xdata(), float)
@@ -223,13 +225,35 @@ def test_diverged_runs_are_left_out_and_named(records, name):
 
 def test_egr_and_rk4_figures_note_divergence(records):
     egr = copy.deepcopy(records["egr"]["results"])
-    egr["runs"][1].update(diverged=True, test_accuracy=None, train_accuracy=None, r_ig=None, sharpness=None)
+    for run in egr["runs"]:
+        if run["method"] == "gd" and run["mu"] == 0.05:  # every seed of that GD partner never got there
+            run.update(reached_target=False, steps=None, time=None)
     fig = figures.plot_egr(egr)
-    assert any("μ = 0.05" in t for t in _legend_texts(fig))
-    assert any("μ + h/4" in t for t in _legend_texts(fig))  # the effective strength
-    assert all(len(line.get_xdata()) in (0, 1) for ax in fig.axes for line in ax.lines)  # μ = 0 only
+    assert any("never reached the target" in t and "GD μ = 0.05" in t for t in _legend_texts(fig))
+    assert any("h₀ + 4μ" in t for t in _legend_texts(fig)) and "μ + h₀/4" in fig.axes[0].get_xlabel()
+    gd_lines = [line for line in fig.axes[0].lines if line.get_label().startswith("GD")]
+    assert [len(line.get_xdata()) for line in gd_lines] == [1]  # μ = 0 only
     rk4 = copy.deepcopy(records["rk4"]["results"])
-    rk4["methods"]["gd"]["train_loss"][-1] = None
+    for run in rk4["runs"]:
+        if run["method"] == "gd" and run["lr"] == 0.2:
+            run.update(diverged=True, train_loss=None, test_accuracy=None, r_ig=None, sharpness=None)
     fig = figures.plot_rk4_vs_gd(rk4)
-    assert any("diverged" in t and "GD" in t for t in _legend_texts(fig))
-    assert {t for t in _legend_texts(fig)} >= {"GD (IGR present)", "RK4 (IGR removed)"}
+    assert any("diverged" in t and "GD h = 0.2" in t for t in _legend_texts(fig))
+    labels = set(_legend_texts(fig))
+    assert any(t.startswith("GD (IGR present)") for t in labels) and any(t.startswith("RK4 (IGR removed)") for t in labels)
+    assert any("hλ = 2" in t for t in labels) and any("2.785" in t for t in labels)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_figure_shows_the_seed_mean_with_a_standard_error_band(records, name):
+    """Each line is the mean over seeds, each band ±1 standard error (igr_tutorial.stats.mean_se)."""
+    fig = PLOTS[name](records[name]["results"])
+    bands = [c for ax in fig.axes for c in ax.collections if c.get_paths()]
+    assert bands, f"{name}: no error band"
+    assert any("mean of 2 seeds ± 1 s.e." in t for t in _legend_texts(fig))
+    if name == "test-accuracy":  # check one band against the numbers
+        runs = [r for r in records[name]["results"]["runs"] if r["lr"] == 0.05]
+        acc = np.array([r["test_accuracy"] for r in runs])
+        mean, se = acc.mean(), acc.std(ddof=1) / np.sqrt(len(acc))
+        ys = np.concatenate([p.vertices[:, 1] for p in fig.axes[0].collections[0].get_paths()])
+        assert np.isclose(ys.min(), mean - se) and np.isclose(ys.max(), max(mean + se, ys.max()))

@@ -2,8 +2,8 @@
 
 The package is built into a wheel and installed, with its dependencies pinned to requirements.txt, into a new
 virtual environment that holds nothing of the source tree; the chapters are copied out of the repository and
-run there under nbval (`--nbval`: stored text outputs are compared with a fresh run). Their first cell finds
-the package installed and does nothing, exactly as in Colab after the install."""
+run there under nbval (`--nbval`: stored text outputs are compared with a fresh run), pinned to one CPU core.
+Their first cell finds the package installed and does nothing, exactly as in Colab after the install."""
 
 from __future__ import annotations
 
@@ -53,7 +53,14 @@ def test_the_wheel_is_installed_not_the_source_tree(colab):
     assert version == project_version()  # the version every chapter's setup cell pins (test_chapters.py)
 
 
+def _one_core() -> None:
+    """Pin the process (and the kernels it starts) to one CPU, like ``taskset -c 0``: XLA then runs on one thread."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab):
+    """The stored outputs come from a default, multi-threaded execution; this run is pinned to one core, where
+    XLA reduces in another order. Passing proves the printed digits do not depend on the thread count."""
     tmp, py, book = colab
     (tmp / "pytest.ini").write_text("[pytest]\n")  # keep the repository's pytest options (xdist) out
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ""}
@@ -61,7 +68,7 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
         [str(py), "-m", "pytest", "-c", str(tmp / "pytest.ini"), "--rootdir", str(tmp), "-p", "no:cacheprovider",
          "--nbval", "--nbval-current-env", "--nbval-cell-timeout=600",
          "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-q", "-ra", str(book)],
-        capture_output=True, text=True, cwd=tmp, env=env,
+        capture_output=True, text=True, cwd=tmp, env=env, preexec_fn=_one_core,
     )
     summary = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, "chapters failed in the Colab-like environment:\n" + summary

@@ -409,8 +409,9 @@ def test_load_data_subsets_mnist1d():
 @pytest.fixture(scope="module")
 def paper_on_tiny_shapes():
     """SIZES["paper"] (MNIST-shaped inputs, depth 4, its μ and σ grids) with tiny widths, steps and data."""
-    size = dataclasses.replace(ex.SIZES["paper"], widths=(8,), depth=4, lrs=(0.01, 0.1), steps=20, seeds=1,
-                               record_every=10, num_train=64, num_test=32)
+    size = dataclasses.replace(ex.SIZES["paper"], widths=(8,), depth=4, lrs=(0.01, 0.1), steps=20, seeds=2,
+                               record_every=10, num_train=64, num_test=32, egr_steps=20, egr_record_every=5,
+                               egr_target_loss=2.25, rk4_lrs=(0.01, 0.1), rk4_steps=20, trace_samples=4)
     rng = np.random.default_rng(0)
     fake = Dataset("mnist", rng.random((64, 784), dtype=np.float32), (np.arange(64) % 10).astype(np.int32),
                    rng.random((32, 784), dtype=np.float32), (np.arange(32) % 10).astype(np.int32))
@@ -445,36 +446,87 @@ def test_paper_learning_rate_sweep_on_tiny_shapes(paper_on_tiny_shapes):
     assert res["size"]["name"] == "paper" and res["size"]["depth"] == 4
     m = (784 + 1) * 8 + 3 * (8 + 1) * 8 + (8 + 1) * 10
     assert len(res["runs"]) == len(size.lrs) * len(size.widths) * size.seeds
-    for run, lr in zip(res["runs"], size.lrs):
+    assert [(r["seed"], r["lr"]) for r in res["runs"]] == [(s, lr) for s in range(size.seeds) for lr in size.lrs]
+    for run in res["runs"]:
         assert {"width", "seed", "lr", "m", "lambda", "diverged", "step", "train_loss_curve", "test_accuracy_curve",
-                "r_ig_curve", "r_ig", "sharpness", "sharpness_converged", "train_accuracy", "test_accuracy",
-                "perturbed_accuracy"} <= set(run)
-        assert run["m"] == m and run["lambda"] == pytest.approx(lr * m / 4) and run["diverged"] is False
+                "r_ig_curve", "r_ig", "train_loss", "sharpness", "sharpness_converged", "trace", "weight_rms",
+                "train_accuracy", "test_accuracy", "perturbed_accuracy"} <= set(run)
+        assert run["m"] == m and run["lambda"] == pytest.approx(run["lr"] * m / 4) and run["diverged"] is False
         assert run["step"] == [0, 10, 20]
-        assert _all_finite([run["r_ig"], run["sharpness"], run["train_accuracy"], run["test_accuracy"]])
+        assert _all_finite([run["r_ig"], run["sharpness"], run["trace"], run["weight_rms"], run["train_accuracy"],
+                            run["test_accuracy"]])
         assert run["r_ig"] == pytest.approx(run["r_ig_curve"][-1]) and run["r_ig"] > 0
+        assert run["train_loss"] == pytest.approx(run["train_loss_curve"][-1])
         assert len(run["perturbed_accuracy"]) == len(size.sigmas) and _all_finite(run["perturbed_accuracy"])
         assert run["perturbed_accuracy"][0] == pytest.approx(run["test_accuracy"])  # σ = 0
         assert 0 <= run["test_accuracy"] <= 1
-    assert any("width 8, seed 0" in msg for msg in messages)
+    # Seeds differ (their own initializations); the learning rates of one seed share theirs.
+    first = [r for r in res["runs"] if r["lr"] == size.lrs[0]]
+    assert first[0]["train_loss_curve"][0] != first[1]["train_loss_curve"][0]
+    same_seed = [r for r in res["runs"] if r["seed"] == 0]
+    assert same_seed[0]["train_loss_curve"][0] == same_seed[1]["train_loss_curve"][0]
+    table = ex.seed_table(res, "test_accuracy")
+    assert table["values"].shape == (size.seeds, len(size.lrs))
+    assert table["mean"] == pytest.approx(table["values"].mean(axis=0))
+    assert table["se"] == pytest.approx(table["values"].std(axis=0, ddof=1) / np.sqrt(size.seeds))
+    assert ex.seed_table(res, "perturbed_accuracy")["values"].shape == (size.seeds, len(size.lrs), len(size.sigmas))
+    assert any("width 8: 2 seeds × 2 learning rates" in msg for msg in messages)
 
 
 def test_paper_egr_and_rk4_on_tiny_shapes(paper_on_tiny_shapes):
     size, out, _, messages = paper_on_tiny_shapes
     egr = out["egr"]
-    assert egr["width"] == 8 and [r["mu"] for r in egr["runs"]] == list(size.mus)
+    assert egr["width"] == 8 and egr["target_loss"] == size.egr_target_loss
+    assert len(egr["runs"]) == 2 * size.seeds * len(size.mus)
     for run in egr["runs"]:
-        assert run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
-        assert run["lr"] == size.egr_lr and run["diverged"] is False
-        assert _all_finite([run["test_accuracy"], run["train_accuracy"], run["r_ig"], run["sharpness"]])
+        if run["method"] == "egr":
+            assert run["lr"] == size.egr_lr and run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
+        else:  # the GD partner at h = h0 + 4μ has the same first-order strength
+            assert run["lr"] == pytest.approx(size.egr_lr + 4 * run["mu"])
+            assert run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
+        assert run["diverged"] is False
+        assert _all_finite([run["test_accuracy"], run["train_accuracy"], run["r_ig"], run["sharpness"], run["trace"]])
+        if run["reached_target"]:  # stopped at the first record at or below the common training loss
+            assert run["train_loss"] <= size.egr_target_loss and run["steps"] % size.egr_record_every == 0
+            assert run["time"] == pytest.approx(run["steps"] * run["lr"])
+        else:
+            assert run["train_loss"] > size.egr_target_loss and run["steps"] is None
     rk4 = out["rk4"]
-    assert rk4["lr"] == size.lrs[len(size.lrs) // 2] and set(rk4["methods"]) == {"gd", "rk4"}
-    for curves in rk4["methods"].values():
-        assert curves["step"] == [0, 10, 20]
-        for key in ("train_loss", "test_accuracy", "r_ig"):
-            assert len(curves[key]) == 3 and _all_finite(curves[key])
-    assert rk4["methods"]["gd"]["train_loss"][0] == rk4["methods"]["rk4"]["train_loss"][0]  # same start
+    assert rk4["lrs"] == list(size.rk4_lrs) and {r["method"] for r in rk4["runs"]} == {"gd", "rk4"}
+    assert len(rk4["runs"]) == 2 * size.seeds * len(size.rk4_lrs)
+    for run in rk4["runs"]:
+        assert run["step"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+        assert _all_finite([run["train_loss"], run["test_accuracy"], run["r_ig"], run["sharpness"]])
+    gd0 = [r for r in rk4["runs"] if r["method"] == "gd" and r["seed"] == 0]
+    rk0 = [r for r in rk4["runs"] if r["method"] == "rk4" and r["seed"] == 0]
+    assert gd0[0]["train_loss_curve"][0] == rk0[0]["train_loss_curve"][0]  # same start
     assert any(msg.startswith("EGR:") for msg in messages) and any(msg.startswith("RK4") for msg in messages)
+
+
+def test_target_loss_stops_training_at_a_common_loss():
+    """train(..., target_loss=E*) stops at the first record at or below E*: the parameters then stay fixed,
+    the recorded loss stays at the value reached, and steps_to_target reports the step; without a target
+    the run is the plain one."""
+    from igr_tutorial.train import steps_to_target
+
+    d = blobs(seed=4)
+    params = init_mlp(jax.random.PRNGKey(0), SIZES, dtype=jnp.float64)
+    _, free = train(params, d, 0.5, 40, record_every=4)
+    assert np.all(np.diff(free.train_loss) < 0)  # a monotone descent: the target is first reached at step 20
+    target = float(free.train_loss[5])  # reached at step 20 by the free run
+    stopped, hist = train(params, d, 0.5, 40, record_every=4, target_loss=target)
+    np.testing.assert_array_equal(hist.train_loss[:6], free.train_loss[:6])
+    assert np.all(hist.train_loss[6:] == hist.train_loss[5])
+    assert steps_to_target(hist, target) == 20
+    at_20, _ = train(params, d, 0.5, 20, record_every=4)
+    for a, b in zip(jax.tree.leaves(stopped), jax.tree.leaves(at_20)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    finals, sweep = train_sweep(params, d, [0.5, 0.05], 40, record_every=4, target_loss=target, mode="vmap")
+    assert steps_to_target(sweep, target).tolist() == [20, -1]  # the small step never gets there
+    with pytest.raises(ValueError, match="target_loss must be a finite positive number"):
+        train(params, d, 0.5, 40, target_loss=-1.0)
+    with pytest.raises(ValueError, match="not available for method='sgd'"):
+        train(params, d, 0.5, 40, method="sgd", batch_size=8, target_loss=1.0)
 
 
 def test_sharpness_of_the_training_loss_takes_the_data_as_an_argument():
