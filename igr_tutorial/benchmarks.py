@@ -1031,7 +1031,8 @@ def _training_floor() -> dict[str, Any]:
 
     work = {
         "06 learning_rate_sweep (GD)": sum(step_flops("gd", w) for w in size.widths) * size.steps * len(size.lrs) * size.seeds,
-        "07 egr_sweep (EGR)": step_flops("egr", size.widths[0]) * size.steps * len(size.mus),
+        # An upper bound: every EGR run of every seed for the whole step budget (runs stop at the target loss).
+        "07 egr_sweep (EGR)": step_flops("egr", size.widths[0]) * size.egr_steps * len(size.mus) * size.seeds,
     }
     width = max(size.widths)
     params = init_mlp(key, layer_sizes(data, width, size.depth))
