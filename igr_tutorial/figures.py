@@ -170,7 +170,7 @@ def plot_sharpness_vs_lambda(results: dict) -> Figure:
         lrs = lrs_by_width[width]
         m = runs[0]["m"]
         ax.plot(lrs * m / 4, 2 / lrs, "--", color=_color(i), alpha=0.7, label=f"2/h (width {width})")
-    ax.set_title("Prediction 2.2: sharpness vs λ, with the bound 2/h")
+    ax.set_title("Prediction 2.2: sharpness vs λ, and 2/h")
     ax.legend(fontsize=8)
     return fig
 
