@@ -302,22 +302,28 @@ def egr_sweep(
     width = width or size.widths[0]
     inits = _seed_inits(data, width, size.depth, size.seeds, seed)
     m = num_parameters(inits) // size.seeds
-    k, h0, target = len(size.mus), size.egr_lr, size.egr_target_loss
-    runs = []
-    for method in ("egr", "gd"):
-        t0 = time.perf_counter()
-        lrs = [h0 if method == "egr" else h0 + 4 * mu for mu in size.mus]
+    h0, target = size.egr_lr, size.egr_target_loss
+    # EGR at μ = 0 *is* GD at h₀ (its update g + 2·0·Hg is g exactly): it is trained once, as the GD partner of
+    # μ = 0, and reported under both methods, which saves the most expensive runs of the sweep.
+    grids = {"gd": list(size.mus), "egr": [mu for mu in size.mus if mu != 0]}
+    by_method: dict[str, dict[tuple[int, float], dict]] = {"egr": {}, "gd": {}}
+    for method in ("gd", "egr"):
+        mus = grids[method]
+        if not mus:
+            continue
+        t0, k = time.perf_counter(), len(mus)
+        lrs = [h0 if method == "egr" else h0 + 4 * mu for mu in mus]
         finals, hist = train_sweep(
             _per_run(inits, k), data, lrs * size.seeds, size.egr_steps, method=method,
-            mus=list(size.mus) * size.seeds if method == "egr" else 0.0,
+            mus=mus * size.seeds if method == "egr" else 0.0,
             record_every=size.egr_record_every, activation=size.activation, target_loss=target,
         )
         stop = steps_to_target(hist, target)
         for j in range(size.seeds * k):
-            s, mu, lr = j // k, size.mus[j % k], lrs[j % k]
+            s, mu, lr = j // k, mus[j % k], lrs[j % k]
             diverged = not np.all(np.isfinite(hist.train_loss[j]))
             run = {"method": method, "seed": s, "mu": float(mu), "lr": lr, "m": m,
-                   "effective_strength": float(mu + h0 / 4) if method == "egr" else lr / 4,
+                   "effective_strength": float(mu + h0 / 4),
                    "diverged": diverged, "reached_target": bool(stop[j] >= 0) and not diverged,
                    "steps": int(stop[j]) if stop[j] >= 0 else None,
                    "time": float(stop[j] * lr) if stop[j] >= 0 else None}
@@ -332,10 +338,14 @@ def egr_sweep(
                     test_accuracy=float(hist.test_accuracy[j, -1]),
                     **_measure(loss, p, data, size, s),
                 )
-            runs.append(run)
+            by_method[method][s, float(mu)] = run
         if progress:
             progress(f"{method.upper()}: {size.seeds} seeds × {k} values of mu to training loss {target:g} "
                      f"in {time.perf_counter() - t0:.1f} s")
+    for (s, mu), run in by_method["gd"].items():
+        if mu == 0:
+            by_method["egr"][s, mu] = dict(run, method="egr")
+    runs = [by_method[method][s, float(mu)] for method in ("egr", "gd") for s in range(size.seeds) for mu in size.mus]
     return {"size": dataclasses.asdict(size), "data": data.name, "width": width, "m": m, "lr": h0,
             "target_loss": target, "runs": runs}
 

@@ -79,7 +79,7 @@ def test_figure_all_runs_each_experiment_once_and_reports_progress(cli_run):
     for experiment in ("learning_rate_sweep", "egr_sweep", "rk4_versus_gd"):
         assert err.count(f"running {experiment}") == 1, err
     assert "[1/1] width 8: 2 seeds × 2 learning rates" in err  # the experiments' progress
-    assert "EGR: 2 seeds × 2 values of mu" in err and "RK4: 2 seeds × 2 steps h" in err
+    assert "EGR: 2 seeds × 1 values of mu" in err and "RK4: 2 seeds × 2 steps h" in err  # μ = 0 is the GD run
     for name in NAMES:
         assert f"writing {out / name}.png" in err and f"writing {out / name}.json" in err
     assert "size 'tiny' (--size) on cpu" in err

@@ -503,6 +503,17 @@ def test_paper_egr_and_rk4_on_tiny_shapes(paper_on_tiny_shapes):
     assert any(msg.startswith("EGR:") for msg in messages) and any(msg.startswith("RK4") for msg in messages)
 
 
+def test_egr_at_zero_strength_is_gd_exactly():
+    """egr_sweep trains EGR at μ = 0 once, as GD at h₀: the update g + 2·0·Hg is g to the last bit."""
+    d = blobs(seed=5)
+    params = init_mlp(jax.random.PRNGKey(2), SIZES, dtype=jnp.float64)
+    gd, h_gd = train(params, d, 0.3, 12, record_every=4)
+    egr, h_egr = train(params, d, 0.3, 12, record_every=4, method="egr", mu=0.0)
+    for a, b in zip(jax.tree.leaves(gd), jax.tree.leaves(egr)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(h_gd.train_loss, h_egr.train_loss)
+
+
 def test_target_loss_stops_training_at_a_common_loss():
     """train(..., target_loss=E*) stops at the first record at or below E*: the parameters then stay fixed,
     the recorded loss stays at the value reached, and steps_to_target reports the step; without a target
