@@ -318,26 +318,39 @@ def gd_with_sgd_regularizer(
     steps: int,
     key: jax.Array | None = None,
     *,
+    fixed_partition: bool = False,
     allow_divergence: bool = False,
 ) -> PyTree:
     """Full-batch GD with step ``lr`` on ``E + (h_reg/4m)·Σₖ ‖∇Êₖ‖²``, ``h_reg = reg_lr``: SGD's regularizer made explicit.
 
-    The batches of ``batch_size`` are a fresh random partition every step when ``key`` is given (the
-    expectation that random reshuffling takes), else the fixed partition in the data's order. Each step
-    costs about ``m`` batch Hessian-vector products on top of the gradient, i.e. a few full-batch
-    gradients. Smith, Dherin, Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). Returns the final
-    parameters; raises :class:`~igr_tutorial.flows.DivergenceError` if they are non-finite. Chapter 8.
+    Step ``i`` regularizes the batches of ``batch_size`` of a *fresh random partition*, the permutation
+    ``jax.random.permutation(jax.random.fold_in(key, i), N)`` (``key`` defaults to ``PRNGKey(0)``). In
+    expectation over partitions the penalty is then ``(h_reg/4)·‖∇E‖² + (h_reg/4)·(N−B)/(B(N−1))·Γ``
+    (:func:`reshuffled_sgd_modified_loss`): the regularizer that random reshuffling puts on SGD, and not the
+    variance of one partition, which a run could lower without lowering the variance of the others (so a
+    variance measured afterwards on that partition would flatter it). ``fixed_partition=True`` regularizes the
+    partition in the data's order at every step instead (no ``key`` then). Each step costs about ``m``
+    batch Hessian-vector products on top of the gradient, i.e. a few full-batch gradients. Smith, Dherin,
+    Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). ``params``, ``lr``, ``reg_lr`` and ``key`` may be
+    traced, so ``jax.vmap`` runs many seeds in one program. Returns the final parameters; raises
+    :class:`~igr_tutorial.flows.DivergenceError` if they are non-finite (not checked under ``jit``/``vmap``).
+    Chapter 8.
     """
     check_learning_rate(lr)
     check_learning_rate(reg_lr, name="reg_lr")
     steps = check_steps(steps)
     n = num_examples(data)
     num_batches(n, batch_size)
+    if fixed_partition and key is not None:
+        raise ValueError("fixed_partition=True regularizes the partition in the data's order: pass no key.")
+    if not fixed_partition and key is None:
+        key = jax.random.PRNGKey(0)
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
     dt = _leaf_dtype(params)
     final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
                         steps, key)
-    if not allow_divergence:
+    traced = any(is_traced(x) for x in (lr, reg_lr, key, *jax.tree.leaves(params)))
+    if not allow_divergence and not traced:
         _raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
                            unit="record")
     return final

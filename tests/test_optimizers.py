@@ -141,6 +141,21 @@ def test_measured_orders_on_a_non_quadratic_loss():
     assert p_mod0 < 1.2
 
 
+def test_penalized_gradient_flow_is_the_gradient_flow_and_the_modified_flows():
+    th0, times = jnp.array([0.3, 1.2]), jnp.array([0.0, 0.5, 1.0])
+    np.testing.assert_allclose(np.asarray(opt.penalized_gradient_flow(double_well, th0, 0.0, times)),
+                               np.asarray(igr.gradient_flow(double_well, th0, times)), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.asarray(opt.penalized_gradient_flow(double_well, th0, 0.05 / 4, times)),
+                               np.asarray(igr.modified_flow(double_well, th0, 0.05, times)), rtol=1e-9, atol=1e-11)
+    c = opt.momentum_regularization_strength(0.02, 0.5)
+    np.testing.assert_allclose(
+        np.asarray(opt.penalized_gradient_flow(double_well, th0, c, times)),
+        np.asarray(igr.gradient_flow(opt.momentum_modified_loss(double_well, 0.02, 0.5), th0, times)), rtol=1e-8, atol=1e-10)
+    for bad in (-0.1, float("nan"), np.array([0.1, 0.2])):
+        with pytest.raises(ValueError, match="strength"):
+            opt.penalized_gradient_flow(double_well, th0, bad, times)
+
+
 def test_flow_matched_velocity_is_minus_eta_times_gradient():
     v = opt.flow_matched_velocity(tree_loss, TREE0, 0.1, 0.75)
     g = jax.grad(tree_loss)(TREE0)
@@ -310,3 +325,184 @@ def test_sam_at_a_stationary_point_and_bad_radius():
     for rho in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="rho"):
             opt.sam_gradient(E, minimizer, rho)
+
+
+# --------------------------------------------------------------------------------------------------
+# Heavy ball's stability limit
+# --------------------------------------------------------------------------------------------------
+
+
+def test_spectral_radius_is_the_largest_root_and_crosses_one_at_the_limit():
+    for h, beta, lam in [(0.3, 0.5, 2.0), (1.0, 0.9, 3.9), (0.1, 0.0, 5.0), (2.0, 0.2, 0.1)]:
+        roots = np.roots([1.0, -(1 + beta - h * lam), beta])
+        assert float(opt.heavy_ball_spectral_radius(h, beta, lam)) == pytest.approx(np.max(np.abs(roots)), rel=1e-12)
+    grid = np.linspace(1e-3, 5.0, 5000)
+    for beta in (0.0, 0.3, 0.9):
+        stable = opt.heavy_ball_spectral_radius(grid, beta, 1.0) < 1
+        limit = opt.heavy_ball_stability_limit(1.0, beta)
+        assert limit == pytest.approx(2 * (1 + beta))
+        away = np.abs(grid - limit) > 1e-9          # at the limit itself the radius is 1 up to rounding
+        np.testing.assert_array_equal(stable[away], (grid < limit)[away])
+    assert opt.heavy_ball_stability_limit(0.5, 0.5) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_heavy_ball_on_a_quadratic_decays_below_the_limit_and_grows_above(beta):
+    E = quadratic(np.array([[1.0]]))
+    limit = opt.heavy_ball_stability_limit(1.0, beta)
+    below = opt.heavy_ball(E, jnp.array([1.0]), 0.99 * limit, beta, 2000)
+    above = opt.heavy_ball(E, jnp.array([1.0]), 1.01 * limit, beta, 2000, allow_divergence=True)
+    assert abs(float(below[-1, 0])) < 1e-3 and abs(float(above[-1, 0])) > 1e3
+
+
+# --------------------------------------------------------------------------------------------------
+# Adam's memory correction and adam_sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def test_adam_coefficient_one_norm_and_modified_loss():
+    assert opt.adam_memory_coefficient(0.9, 0.999) == pytest.approx(9 - 999)
+    assert opt.adam_memory_coefficient(0.0, 0.9) == pytest.approx(-9)
+    assert opt.adam_memory_coefficient(0.7, 0.7) == 0
+    assert opt.adam_memory_coefficient(0.99, 0.9) > 0
+    g = {"a": jnp.array([3.0, -4.0]), "b": jnp.array([[0.0]])}
+    eps = 1e-2
+    assert float(opt.perturbed_one_norm(g, eps)) == pytest.approx(np.sqrt(9 + eps) + np.sqrt(16 + eps) + np.sqrt(eps))
+    theta = jnp.asarray(RNG.standard_normal(3))
+    h, b1, b2 = 0.01, 0.5, 0.9
+    grad = A3 @ np.asarray(theta) - B3
+    expected = float(LOSS3(theta)) + h * (1 - 9) * np.sum(np.sqrt(grad**2 + eps))
+    assert float(opt.adam_modified_loss(LOSS3, h, b1, b2, eps)(theta)) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="beta"):
+        opt.adam_memory_coefficient(0.9, 1.0)
+
+
+def test_adam_update_first_order_is_the_gradient_of_the_modified_loss_in_the_sign_regime():
+    """Where √ε ≪ |∂ᵢE|: P + hM ≈ (∇E + h·c·∇‖∇E‖₁,ε)/s, the preconditioned gradient of adam_modified_loss."""
+    theta, h, eps = jnp.array([2.0, 3.0]), 1e-3, 1e-12
+    for b1, b2 in [(0.5, 0.9), (0.9, 0.5), (0.0, 0.99)]:
+        g = np.asarray(jax.grad(double_well)(theta))
+        s = np.sqrt(g**2 + eps)
+        expected = np.asarray(jax.grad(opt.adam_modified_loss(double_well, h, b1, b2, eps))(theta)) / s
+        got = np.asarray(opt.adam_update_first_order(double_well, theta, h, b1, b2, eps))
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("b1,b2", [(0.5, 0.9), (0.9, 0.5), (0.0, 0.9)])
+def test_adams_step_is_second_order_close_to_p_plus_hm(b1, b2):
+    """After the transient, (θₙ − θₙ₊₁)/h − (P + hM) = O(h²), while (θₙ − θₙ₊₁)/h − P = O(h)."""
+    eps, T = 1e-8, 0.4
+    start = jnp.array([2.0, 3.0])
+    hs = np.array([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    ns = np.round(T / hs).astype(int)
+    ends = np.asarray(opt.adam_sweep(double_well, jnp.tile(start, (2 * len(hs), 1)), np.repeat(hs, 2),
+                                     np.column_stack([ns, ns + 1]).ravel(), b1=b1, b2=b2, eps=0.0, eps_root=eps))
+    err_p, err_pm = [], []
+    for h, (now, nxt) in zip(hs, ends.reshape(len(hs), 2, 2)):
+        step = (now - nxt) / h
+        g = np.asarray(jax.grad(double_well)(jnp.asarray(now)))
+        err_p.append(np.linalg.norm(step - g / np.sqrt(g**2 + eps)))
+        err_pm.append(np.linalg.norm(step - np.asarray(opt.adam_update_first_order(double_well, jnp.asarray(now), h, b1, b2, eps))))
+    assert igr.convergence_order(hs, err_p) == pytest.approx(1.0, abs=0.2)
+    assert igr.convergence_order(hs, err_pm) > 1.7
+    assert err_pm[-1] < 0.05 * err_p[-1]
+
+
+def test_adam_sweep_matches_optax_descent_run_by_run():
+    starts = jnp.array([[0.3, 1.2], [1.0, -0.5], [-0.7, 0.4]])
+    lrs, steps = [0.01, 0.02, 0.005], [30, 7, 0]
+    b1s, b2s = [0.9, 0.0, 0.5], [0.999, 0.9, 0.5]
+    for eps, eps_root in [(0.0, 1e-8), (1e-8, 0.0)]:
+        ends = opt.adam_sweep(double_well, starts, lrs, steps, b1=b1s, b2=b2s, eps=eps, eps_root=eps_root)
+        for i in range(3):
+            ref = opt.optax_descent(optax.adam(lrs[i], b1=b1s[i], b2=b2s[i], eps=eps, eps_root=eps_root),
+                                    double_well, starts[i], steps[i])[-1]
+            np.testing.assert_allclose(np.asarray(ends[i]), np.asarray(ref), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="stacked"):
+        opt.adam_sweep(double_well, jnp.float64(1.0), 0.1, 3)
+    with pytest.raises(ValueError, match="one per run"):
+        opt.adam_sweep(double_well, starts, [0.1, 0.2], 3)
+    with pytest.raises(ValueError, match="eps_root"):
+        opt.adam_sweep(double_well, starts, 0.1, 3, eps_root=-1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# sharpness_trace
+# --------------------------------------------------------------------------------------------------
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_sharpness_trace_iterates_match_heavy_ball_and_gd(mode):
+    starts = [TREE0, jax.tree.map(lambda x: 0.5 * x, TREE0)]
+    lrs, betas, steps = [0.05, 0.02], [0.0, 0.7], 40
+    tr = opt.sharpness_trace(tree_loss, _stack(starts), lrs, steps, betas=betas, record_every=10, power_iters=3,
+                             mode=mode)
+    assert tr.sharpness.shape == (2, 5) and tr.loss.shape == (2, steps + 1)
+    np.testing.assert_array_equal(tr.step, [0, 10, 20, 30, 40])
+    for i in range(2):
+        ref = opt.heavy_ball(tree_loss, starts[i], lrs[i], betas[i], steps)
+        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], tr.final)), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b[-1]), rtol=1e-11, atol=1e-13)
+        expected_loss = [float(tree_loss(jax.tree.map(lambda x: x[n], ref))) for n in range(steps + 1)]
+        np.testing.assert_allclose(tr.loss[i], expected_loss, rtol=1e-11)
+
+
+def test_sharpness_trace_rk4_has_the_local_error_of_a_fourth_order_method():
+    """n RK4 steps of size h (one compiled program for all h) end O(n·h⁵) from the gradient flow at t = n·h."""
+    th0, n = jnp.array([0.3, 1.2]), 20
+    hs = np.array([0.05, 0.025, 0.0125])
+    flows = np.asarray(igr.gradient_flow(double_well, th0, jnp.asarray(np.concatenate([[0.0], n * hs[::-1]]))))[1:][::-1]
+    tr = opt.sharpness_trace(double_well, jnp.tile(th0, (3, 1)), hs, n, method="rk4", record_every=n, power_iters=2)
+    errs = np.linalg.norm(np.asarray(tr.final) - flows, axis=1)
+    assert 4.5 < igr.convergence_order(hs, errs) < 5.3
+
+
+def test_sharpness_is_the_top_eigenvalue_on_quadratics_with_negative_eigenvalues():
+    # constant Hessians; the most negative eigenvalue is 0.95 times the top one in magnitude
+    Q = np.linalg.qr(RNG.standard_normal((4, 4)))[0]
+    A = Q @ np.diag([2.0, -1.9, 0.5, -0.3]) @ Q.T
+    E = quadratic(A)
+    tr = opt.sharpness_trace(E, jnp.zeros((3, 4)) + jnp.arange(3.0)[:, None], 0.1, 20, record_every=10,
+                             power_iters=40, seed=1)
+    np.testing.assert_allclose(tr.sharpness, 2.0, rtol=1e-6)
+
+
+def test_sharpness_trace_matches_the_exact_top_eigenvalue_on_an_mlp():
+    from jax.flatten_util import ravel_pytree
+
+    from igr_tutorial.nets import classification_loss
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 5)))
+    y = jnp.asarray(rng.integers(0, 3, 64))
+    E = lambda p: classification_loss(p, x, y)  # noqa: E731
+    p0 = [{"W": jnp.asarray(rng.standard_normal((m, n)) / np.sqrt(m)), "b": jnp.zeros(n)} for m, n in ((5, 8), (8, 3))]
+    tr = opt.sharpness_trace(E, _stack([p0]), 2.0, 60, record_every=20, power_iters=30)
+    flat0, unravel = ravel_pytree(p0)
+    hessian = jax.jit(jax.hessian(lambda v: E(unravel(v))))
+    for n, params in ((0, p0), (-1, jax.tree.map(lambda a: a[0], tr.final))):
+        exact = np.linalg.eigvalsh(np.asarray(hessian(ravel_pytree(params)[0])))
+        assert exact[-1] > abs(exact[0])                 # the top eigenvalue dominates, as power iteration needs
+        assert tr.sharpness[0, n] == pytest.approx(exact[-1], rel=1e-4)
+
+
+def test_sharpness_trace_rejects_bad_arguments():
+    p = _stack([TREE0])
+    with pytest.raises(ValueError, match="record_every"):
+        opt.sharpness_trace(tree_loss, p, 0.1, 10, record_every=3)
+    with pytest.raises(ValueError, match="method"):
+        opt.sharpness_trace(tree_loss, p, 0.1, 10, record_every=5, method="adam")
+    with pytest.raises(ValueError, match="mode"):
+        opt.sharpness_trace(tree_loss, p, 0.1, 10, record_every=5, mode="pmap")
+    with pytest.raises(ValueError, match="one per run"):
+        opt.sharpness_trace(tree_loss, p, [0.1, 0.2], 10, record_every=5)
+    with pytest.raises(ValueError, match="beta"):
+        opt.sharpness_trace(tree_loss, p, 0.1, 10, betas=1.0, record_every=5)
+    with pytest.raises(ValueError, match="stacked"):
+        opt.sharpness_trace(tree_loss, {"w": jnp.float64(1.0)}, 0.1, 10, record_every=5)
+    with pytest.raises(ValueError, match="power_iters"):
+        opt.sharpness_trace(tree_loss, p, 0.1, 10, record_every=5, power_iters=0)

@@ -282,7 +282,7 @@ def test_sgd_modified_flow_with_one_batch_is_gd_modified_flow():
 
 def test_gd_with_sgd_regularizer_is_gd_on_the_modified_loss():
     lr, reg_lr, B, steps = 0.02, 0.3, 2, 25
-    fixed = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps)
+    fixed = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps, fixed_partition=True)
     L = st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, B), reg_lr)
     np.testing.assert_allclose(np.asarray(fixed), np.asarray(igr.gradient_descent(L, THETA_F, lr, steps)[-1]), rtol=1e-12)
     # with a fresh partition per step: the first step is GD on that step's partition
@@ -291,6 +291,46 @@ def test_gd_with_sgd_regularizer_is_gd_on_the_modified_loss():
     perm = jax.random.permutation(jax.random.fold_in(key, 0), N)
     L0 = st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, B, perm), reg_lr)
     np.testing.assert_allclose(np.asarray(one), np.asarray(THETA_F - lr * jax.grad(L0)(THETA_F)), rtol=1e-13)
+
+
+def _gd_on_fresh_partitions_numpy(lr, reg_lr, B, steps, key):
+    """GD on E + (h_reg/4m)·Σₖ‖∇Êₖ‖² with step i on the partition of permutation(fold_in(key, i)), step by step."""
+    theta = THETA_F
+    for i in range(steps):
+        perm = jax.random.permutation(jax.random.fold_in(key, i), N)
+        L = st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, B, perm), reg_lr)
+        theta = theta - lr * jax.grad(L)(theta)
+    return np.asarray(theta)
+
+
+def test_gd_with_sgd_regularizer_draws_fresh_partitions_by_default():
+    """Without a key every step regularizes a fresh random partition (key PRNGKey(0)), not the data's order.
+
+    The old default regularized one fixed partition, and chapter 8 then measured the batch-gradient variance on
+    that same partition: the run had minimized exactly the quantity its bar showed. Fails on that code.
+    """
+    lr, reg_lr, B, steps = 0.02, 0.3, 2, 6
+    default = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps))
+    expected = _gd_on_fresh_partitions_numpy(lr, reg_lr, B, steps, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(default, expected, rtol=1e-12)
+    fixed = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps,
+                                                  fixed_partition=True))
+    assert np.linalg.norm(default - fixed) > 1e-6, "the default must not be the fixed partition"
+    with pytest.raises(ValueError, match="fixed_partition"):
+        st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, 1, jax.random.PRNGKey(1),
+                                   fixed_partition=True)
+
+
+def test_gd_with_sgd_regularizer_vmaps_over_seeds():
+    """Initializations and keys may be traced: one vmap runs several seeds, each equal to its own call."""
+    lr, reg_lr, B, steps = 0.02, 0.3, 3, 5
+    inits = jnp.stack([THETA_F, THETA_F + 0.1, THETA_F - 0.2])
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    run = jax.vmap(lambda p, k: st.gd_with_sgd_regularizer(fact_batch_loss, p, FACT_DATA, lr, reg_lr, B, steps, k))
+    out = np.asarray(run(inits, keys))
+    for j in range(3):
+        one = st.gd_with_sgd_regularizer(fact_batch_loss, inits[j], FACT_DATA, lr, reg_lr, B, steps, keys[j])
+        np.testing.assert_allclose(out[j], np.asarray(one), rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
