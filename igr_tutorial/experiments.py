@@ -198,6 +198,20 @@ def _measure(loss, params, data: Dataset, size: ExperimentSize, seed: int) -> di
 _NOT_MEASURED = ("r_ig", "train_loss", "sharpness", "trace", "weight_rms", "train_accuracy", "test_accuracy")
 
 
+def _final_measurements(loss, finals, hist, j: int, m: int, data: Dataset, size: ExperimentSize, seed: int,
+                        diverged: bool) -> dict[str, Any]:
+    """What is measured on run ``j`` of a sweep at its end (``None`` everywhere for a diverged run)."""
+    if diverged:
+        return {**dict.fromkeys(_NOT_MEASURED), "perturbed_accuracy": [None] * len(size.sigmas)}
+    return {
+        "r_ig": float(hist.grad_norm_sq[j, -1] / m),
+        "train_loss": float(hist.train_loss[j, -1]),
+        "train_accuracy": float(hist.train_accuracy[j, -1]),
+        "test_accuracy": float(hist.test_accuracy[j, -1]),
+        **_measure(loss, jax.tree.map(lambda x: x[j], finals), data, size, seed),
+    }
+
+
 def learning_rate_sweep(
     size: str | ExperimentSize | None = None,
     *,
@@ -237,17 +251,7 @@ def learning_rate_sweep(
                 "test_accuracy_curve": _finite(hist.test_accuracy[j]),
                 "r_ig_curve": _finite(hist.grad_norm_sq[j] / m),
             }
-            if diverged:
-                run.update(dict.fromkeys(_NOT_MEASURED), perturbed_accuracy=[None] * len(size.sigmas))
-            else:
-                p = jax.tree.map(lambda x: x[j], finals)
-                run.update(
-                    r_ig=float(hist.grad_norm_sq[j, -1] / m),
-                    train_loss=float(hist.train_loss[j, -1]),
-                    train_accuracy=float(hist.train_accuracy[j, -1]),
-                    test_accuracy=float(hist.test_accuracy[j, -1]),
-                    **_measure(loss, p, data, size, s),
-                )
+            run.update(_final_measurements(loss, finals, hist, j, m, data, size, s, diverged))
             out["runs"].append(run)
         if progress:
             progress(f"[{n}/{len(size.widths)}] width {width}: {size.seeds} seeds × {k} learning rates "
@@ -327,17 +331,7 @@ def egr_sweep(
                    "diverged": diverged, "reached_target": bool(stop[j] >= 0) and not diverged,
                    "steps": int(stop[j]) if stop[j] >= 0 else None,
                    "time": float(stop[j] * lr) if stop[j] >= 0 else None}
-            if diverged:
-                run.update(dict.fromkeys(_NOT_MEASURED), perturbed_accuracy=[None] * len(size.sigmas))
-            else:
-                p = jax.tree.map(lambda x: x[j], finals)
-                run.update(
-                    r_ig=float(hist.grad_norm_sq[j, -1] / m),
-                    train_loss=float(hist.train_loss[j, -1]),
-                    train_accuracy=float(hist.train_accuracy[j, -1]),
-                    test_accuracy=float(hist.test_accuracy[j, -1]),
-                    **_measure(loss, p, data, size, s),
-                )
+            run.update(_final_measurements(loss, finals, hist, j, m, data, size, s, diverged))
             by_method[method][s, float(mu)] = run
         if progress:
             progress(f"{method.upper()}: {size.seeds} seeds × {k} values of mu to training loss {target:g} "
