@@ -43,13 +43,51 @@ def test_opens_with_title_objectives_and_prerequisites(chapter):
     assert "Prerequisites" in first, f"{path.name}: prerequisites missing from the first cell"
 
 
-def test_first_code_cell_installs_this_version_only_when_missing(chapter):
+def _repository_url() -> str:
+    import yaml
+
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+
+
+def test_first_code_cell_installs_this_version_from_the_repository_only_when_missing(chapter):
+    """Colab has no igr_tutorial: the first cell installs it from the book's repository (`repository.url` in
+    _config.yml) at the tag of the book's version (pyproject.toml), the one source of each."""
     path, nb = chapter
-    src = cell_source(_code_cells(nb)[0])
-    pins = re.findall(r'"igr-tutorial==([^"]+)"', src)
-    assert pins == [project_version()], f"{path.name}: the setup cell must pin igr-tutorial=={project_version()}"
+    cell = _code_cells(nb)[0]
+    src = cell_source(cell)
+    specs = re.findall(r'"(igr-tutorial[^"]*)"', src)
+    expected = f"igr-tutorial @ git+{_repository_url()}@v{project_version()}"
+    assert specs == [expected], f"{path.name}: the setup cell must install {expected!r} (run tools/setup_cell.py)"
     assert 'find_spec("igr_tutorial") is None' in src, "the install must be skipped when the package is present"
     assert src.count("pip") == 1, "the setup cell installs the package and nothing else"
+    assert "hide-input" in cell.get("metadata", {}).get("tags", []), f"{path.name}: collapse the setup cell"
+    assert not cell.get("outputs"), f"{path.name}: the setup cell prints nothing where the package is present"
+
+
+def test_setup_cells_are_what_the_tool_writes(tmp_path):
+    """tools/setup_cell.py rewrites the cells from the two sources: a new version or URL reaches every chapter."""
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("_config.yml", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "book").mkdir()
+    for nb in CHAPTERS[:2]:
+        shutil.copy2(nb, tmp_path / "book" / nb.name)
+    (tmp_path / "tools").mkdir()
+    shutil.copy2(ROOT / "tools" / "setup_cell.py", tmp_path / "tools" / "setup_cell.py")
+    out = subprocess.run([sys.executable, "tools/setup_cell.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr  # already up to date
+    text = (tmp_path / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text.replace(f'version = "{project_version()}"', 'version = "9.8.7"'))
+    cfg = (tmp_path / "_config.yml").read_text().replace(_repository_url(), "https://github.com/someone/fork")
+    (tmp_path / "_config.yml").write_text(cfg)
+    out = subprocess.run([sys.executable, "tools/setup_cell.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count("updated") == 2, out.stdout + out.stderr
+    for nb in CHAPTERS[:2]:
+        src = cell_source(_code_cells(load_notebook(tmp_path / "book" / nb.name))[0])
+        assert '"igr-tutorial @ git+https://github.com/someone/fork@v9.8.7"' in src
 
 
 def test_exercises_have_labels_kinds_and_solutions(chapter):

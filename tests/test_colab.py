@@ -53,6 +53,25 @@ def test_the_wheel_is_installed_not_the_source_tree(colab):
     assert version == project_version()  # the version every chapter's setup cell pins (test_chapters.py)
 
 
+def test_the_wheel_only_sets_floors_so_colab_keeps_its_own_versions(colab):
+    """Colab ships jax, numpy and matplotlib; installing the book's package must not downgrade them. Every
+    dependency in the wheel's metadata is a lower bound (`>=`), never a pin or a ceiling."""
+    import zipfile
+
+    tmp, _, _ = colab
+    (wheel,) = (tmp / "dist").glob("igr_tutorial-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [l.split(":", 1)[1].strip() for l in meta.splitlines() if l.startswith("Requires-Dist:")]
+    names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requires}
+    assert {"jax", "numpy", "matplotlib"} <= names, requires
+    for req in requires:
+        spec = req.split(";")[0]
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+>=[0-9][0-9A-Za-z.]*", spec.replace(" ", "")), (
+            f"{req!r}: dependencies must be floors only (name>=version), so Colab's newer versions stay"
+        )
+
+
 def _one_core() -> None:
     """Pin the process (and the kernels it starts) to one CPU, like ``taskset -c 0``: XLA then runs on one thread."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
