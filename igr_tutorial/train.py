@@ -256,6 +256,7 @@ def train_sweep(
     record_every: int | None = None,
     mode: str = "auto",
     target_loss: float | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> tuple[Any, History]:
     """Train one run per entry of ``lrs`` (and of ``mus`` and ``keys``, broadcast to the same length).
 
@@ -268,6 +269,10 @@ def train_sweep(
     are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
     have shape ``(runs, records)``. ``target_loss`` stops every run at the same training loss, as in
     :func:`train`.
+
+    ``devices`` (default: all of ``jax.devices()``): with more than one, the runs are split across them, one
+    block of runs per device (``jax.shard_map`` over the run axis of the vmapped program, padded to a multiple
+    of the device count; runs never communicate), whatever ``mode`` says. Pass one device to keep a run on it.
     """
     lrs = np.asarray(lrs, dtype=float)
     if lrs.ndim != 1 or lrs.size == 0:
@@ -289,6 +294,9 @@ def train_sweep(
     target = _check_target(target_loss, method)
     if mode not in ("auto", "vmap", "loop"):
         raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device (e.g. jax.devices()[:1]).")
     if mode == "auto":
         mode = "loop" if jax.default_backend() == "cpu" else "vmap"
     per_run = _stacked(init_params, k)
@@ -296,7 +304,9 @@ def train_sweep(
     static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
     dtype = arrays[0].dtype
     lr_arr, mu_arr, target = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype), jnp.asarray(target, dtype)
-    if mode == "vmap":
+    if len(devices) > 1:
+        final, recs = _sharded_runs(init_params, per_run, arrays, lr_arr, mu_arr, keys, target, static, devices)
+    elif mode == "vmap":
         in_axes = (0 if per_run else None, None, 0, 0, 0, None)
         run = jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static), in_axes=in_axes)
         final, recs = run(init_params, arrays, lr_arr, mu_arr, keys, target)
@@ -308,6 +318,33 @@ def train_sweep(
         final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
         recs = jnp.stack([o[1] for o in outs])
     return final, _history(recs, record_every)
+
+
+def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, devices):
+    """The vmapped sweep with its run axis split across ``devices``: each device trains its own block of runs.
+
+    The run count is padded to a multiple of the device count by repeating the last run (dropped afterwards),
+    the data are replicated, and nothing is exchanged between devices, so each run computes exactly what it
+    computes alone on one device.
+    """
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    k, d = lrs.shape[0], len(devices)
+    pad = (-k) % d
+
+    def padded(x):
+        return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    run_args = (lrs, mus, keys)
+    params = jax.tree.map(padded, init_params) if per_run else init_params
+    body = jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static),
+                    in_axes=(0 if per_run else None, None, 0, 0, 0, None))
+    runs = P("runs")
+    sharded = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
+                                    out_specs=(runs, runs), check_vma=False))
+    final, recs = sharded(params, arrays, *(padded(x) for x in run_args), target)
+    return jax.tree.map(lambda x: x[:k], final), recs[:k]
 
 
 def _stacked(params: Any, k: int) -> bool:
