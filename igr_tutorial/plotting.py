@@ -93,3 +93,40 @@ def figure_with_alt(fig: "plt.Figure", alt: str, *, dpi: float | None = None) ->
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return HTML(f'<img alt="{html_lib.escape(alt, quote=True)}" src="data:image/png;base64,{data}">')
+
+
+def figure_slider(
+    draw: Callable[[Any], "plt.Figure"],
+    options: Sequence[tuple[str, Any]],
+    value: Any,
+    *,
+    description: str,
+    alt: Callable[[Any], str],
+) -> Any:
+    """A live slider that redraws a figure: ``draw(v)`` makes the figure for the slider's value ``v``.
+
+    Returns an ``ipywidgets.VBox`` of a ``SelectionSlider`` over ``options`` (``(label, value)`` pairs) and an
+    ``HTML`` widget holding the figure as an ``<img>`` with alternative text ``alt(v)``
+    (:func:`figure_with_alt`). Moving the slider replaces the image. Chapters 3 and 4 use it.
+
+    It deliberately avoids ``ipywidgets.interact``, whose ``Output`` widget makes batch executors (nbclient,
+    and so jupyter-book and nbval) answer on the kernel's shell channel while they wait on it for the cell's
+    reply: a race that left a build waiting for a reply that had already arrived. Here the kernel only
+    announces widgets; the executor never has to answer. The saved widget state holds the first image, so the
+    static book shows it too.
+    """
+    import ipywidgets
+
+    if not options:
+        raise ValueError("options must hold at least one (label, value) pair.")
+    if value not in [v for _, v in options]:
+        raise ValueError(f"value {value!r} is not one of the slider's options.")
+
+    def image(v: Any) -> str:
+        return figure_with_alt(draw(v), alt=alt(v)).data
+
+    slider = ipywidgets.SelectionSlider(options=list(options), value=value, description=description,
+                                        continuous_update=False)
+    html = ipywidgets.HTML(value=image(value))
+    slider.observe(lambda change: setattr(html, "value", image(change["new"])), names="value")
+    return ipywidgets.VBox([slider, html])

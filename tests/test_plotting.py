@@ -139,3 +139,31 @@ def test_figure_with_alt_requires_alt_text(alt):
     with pytest.raises(ValueError, match="alt must describe"):
         figure_with_alt(fig, alt)
     plt.close(fig)
+
+
+def test_figure_slider_redraws_without_an_output_widget():
+    """Chapters 3 and 4's live slider: an image with alt text that follows the slider, and no Output widget
+    (a batch executor answers those on the shell channel, the race behind a chapter-3 build that hung)."""
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    from igr_tutorial.plotting import figure_slider
+
+    drawn = []
+
+    def draw(h):
+        fig, ax = plt.subplots()
+        drawn.append((h, fig))
+        ax.plot([0, 1], [0, h])
+        return fig
+
+    box = figure_slider(draw, [("0.1", 0.1), ("0.2", 0.2)], 0.1, description="h", alt=lambda h: f"line of slope {h}")
+    slider, html = box.children
+    assert isinstance(slider, ipywidgets.SelectionSlider) and isinstance(html, ipywidgets.HTML)
+    assert 'alt="line of slope 0.1"' in html.value and "data:image/png;base64," in html.value
+    slider.value = 0.2
+    assert 'alt="line of slope 0.2"' in html.value and [h for h, _ in drawn] == [0.1, 0.2]
+    assert not any(isinstance(w, ipywidgets.Output) for w in box.children)
+    assert not any(plt.fignum_exists(fig.number) for _, fig in drawn)  # closed once it is an image
+    with pytest.raises(ValueError, match="not one of"):
+        figure_slider(draw, [("0.1", 0.1)], 0.3, description="h", alt=str)
