@@ -40,9 +40,12 @@ Reproduce the deep-network figures of the book on Implicit Gradient Regularizati
 (Barrett & Dherin 2021): `figure NAME` runs the experiment and writes NAME.png and NAME.json.
 
 The experiment size (data set, widths, depth, learning rates, steps, seeds) is --size; without it the
-environment variable IGR_TUTORIAL_SIZE decides, else the JAX backend: 'paper' (full MNIST, downloaded)
-on a GPU, 'small' (MNIST-1D, generated locally; minutes on a laptop CPU) otherwise. 'tiny' is for tests.
-`sizes` lists them."""
+environment variable IGR_TUTORIAL_SIZE decides, else the JAX backend: 'gpu' (MNIST-1D at 12,000 signals,
+generated) on a GPU, 'small' (MNIST-1D, generated locally; minutes on a laptop CPU) otherwise. 'paper' (full
+MNIST, downloaded; about half an hour per sweep on an H200) only when named. 'tiny' is for tests.
+`sizes` lists them.
+
+`check-gpu` runs every chapter's code at the default size of this machine and writes a JSON report."""
 
 
 def _progress(message: str) -> None:
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{figure,sizes}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{figure,sizes,check-gpu}")
     fig = sub.add_parser(
         "figure",
         help="run an experiment and write its figure (PNG) and numbers (JSON)",
@@ -66,12 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("name", choices=[*FIGURES, "all"], metavar="NAME",
                      help="one of: " + ", ".join([*FIGURES, "all"]))
     fig.add_argument("--size", choices=sorted(SIZES), default=None,
-                     help="experiment size (default: $IGR_TUTORIAL_SIZE, else 'paper' on a GPU and 'small' otherwise)")
+                     help="experiment size (default: $IGR_TUTORIAL_SIZE, else 'gpu' on a GPU and 'small' otherwise)")
     fig.add_argument("--out", default="figures", type=pathlib.Path, metavar="DIR",
                      help="output folder, created if missing (default: ./figures)")
     fig.add_argument("--seed", default=0, type=int, metavar="N", help="seed of the initializations (default: 0)")
     sub.add_parser("sizes", help="list the experiment sizes and their settings",
                    description="List the experiment sizes and their settings, marking the default here.")
+    chk = sub.add_parser(
+        "check-gpu", help="run every chapter's code on this machine's accelerator and write a JSON report",
+        description="Run every chapter's code (book/NN_*.ipynb as scripts, their assertions included) at the "
+        "default size of this machine ('gpu' on a GPU), time one step of the 'paper' sweep with its TFLOP/s, "
+        "and write a JSON report: device, precision, time and pass/fail per chapter. Works offline.")
+    chk.add_argument("--book", default="book", type=pathlib.Path, metavar="DIR",
+                     help="folder of the chapter notebooks (default: ./book)")
+    chk.add_argument("--out", default=pathlib.Path("book/gpu_check.json"), type=pathlib.Path, metavar="FILE",
+                     help="report file (default: book/gpu_check.json, which the Performance page shows)")
+    chk.add_argument("--size", choices=sorted(SIZES), default=None,
+                     help="experiment size (default: $IGR_TUTORIAL_SIZE, else 'gpu' on a GPU, 'small' otherwise)")
+    chk.add_argument("--chapters", nargs="*", default=[], metavar="NN",
+                     help="only the chapters whose file names start with these (e.g. 05 06)")
+    chk.add_argument("--timeout", default=900.0, type=float, metavar="S", help="seconds per chapter (default 900)")
+    chk.add_argument("--paper-width", default=800, type=int, help=argparse.SUPPRESS)
+    chk.add_argument("--paper-train", default=60000, type=int, help=argparse.SUPPRESS)
+    chk.add_argument("--paper-steps", default=20, type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -194,6 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # e.g. `python -m igr_tutorial sizes | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if args.command == "check-gpu":
+        from .check_gpu import check_gpu
+
+        try:
+            report = check_gpu(args.book, args.out, size=args.size, chapters=args.chapters, timeout_s=args.timeout,
+                               paper={"width": args.paper_width, "num_train": args.paper_train,
+                                      "steps": args.paper_steps})
+        except (ValueError, OSError) as exc:
+            parser.exit(1, f"{parser.prog}: error: {exc}\n")
+        return 0 if report["passed"] else 1
     names = list(FIGURES) if args.name == "all" else [args.name]
     try:
         run_figures(names, args.size, args.out, args.seed)

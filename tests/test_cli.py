@@ -137,7 +137,7 @@ def test_sizes_lists_every_size_with_its_settings(monkeypatch, capsys):
     monkeypatch.delenv("IGR_TUTORIAL_SIZE", raising=False)
     assert cli.main(["sizes"]) == 0
     text = capsys.readouterr().out
-    for name in ("small", "paper", "tiny"):
+    for name in ("small", "gpu", "paper", "tiny"):
         assert f"\n{name}" in "\n" + text
     assert "small  (default here: JAX backend 'cpu')" in text
     assert "dataset       mnist" in text and "widths        400, 800" in text and "depth         4" in text
@@ -148,13 +148,13 @@ def test_help_documents_the_default_size(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "IGR_TUTORIAL_SIZE" in text and "'paper' (full MNIST, downloaded) on a GPU" in text
+    assert "IGR_TUTORIAL_SIZE" in text and "'gpu' (MNIST-1D at 12,000 signals, generated) on a GPU" in text
     with pytest.raises(SystemExit):
         cli.main(["figure", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for name in NAMES:
         assert name in text
-    assert "--size {paper,small,tiny}" in text and "IGR_TUTORIAL_SIZE" in text
+    assert "--size {gpu,paper,small,tiny}" in text and "IGR_TUTORIAL_SIZE" in text
 
 
 # --------------------------------------------------------------------------------------------------

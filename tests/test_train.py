@@ -382,6 +382,14 @@ def test_perturbed_accuracy_at_zero_noise_is_test_accuracy_and_at_huge_noise_is_
 # --------------------------------------------------------------------------------------------------
 
 
+def test_gpu_size_is_between_small_and_paper_and_needs_no_download():
+    small, gpu, paper = ex.SIZES["small"], ex.SIZES["gpu"], ex.SIZES["paper"]
+    assert gpu.dataset == "mnist1d"  # generated: runs offline
+    assert gpu.seeds >= 3 and paper.seeds >= 3 and small.seeds >= 5
+    assert small.depth < gpu.depth and max(small.widths) < min(gpu.widths) and max(gpu.widths) < min(paper.widths)
+    assert small.num_train < gpu.num_train >= 10_000 and gpu.steps < paper.steps
+
+
 def test_select_size(monkeypatch):
     monkeypatch.delenv("IGR_TUTORIAL_SIZE", raising=False)
     assert ex.select_size("tiny") is ex.SIZES["tiny"]
@@ -390,11 +398,17 @@ def test_select_size(monkeypatch):
     assert ex.select_size(custom) is custom
     assert jax.default_backend() == "cpu"
     assert ex.select_size().name == "small"  # default on a CPU
+    monkeypatch.setattr(ex.jax, "default_backend", lambda: "gpu")
+    assert ex.select_size().name == "gpu"  # default on a GPU; "paper" only by name
+    monkeypatch.setattr(ex.jax, "default_backend", lambda: "tpu")
+    assert ex.select_size().name == "gpu"
+    monkeypatch.undo()
+    monkeypatch.delenv("IGR_TUTORIAL_SIZE", raising=False)
     monkeypatch.setenv("IGR_TUTORIAL_SIZE", "tiny")
     assert ex.select_size().name == "tiny"
     assert ex.select_size("small").name == "small"  # an explicit name wins over the environment
     monkeypatch.setenv("IGR_TUTORIAL_SIZE", "huge")
-    with pytest.raises(ValueError, match=r"size must be one of \['paper', 'small', 'tiny'\], got 'huge'"):
+    with pytest.raises(ValueError, match=r"size must be one of \['gpu', 'paper', 'small', 'tiny'\], got 'huge'"):
         ex.select_size()
     with pytest.raises(ValueError, match="got 'nope'"):
         ex.select_size("nope")
