@@ -123,7 +123,7 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
     report as JSON to ``out`` and return it."""
     import jax
 
-    from .experiments import select_size
+    from .experiments import data_source, select_size
 
     book = pathlib.Path(book)
     notebooks = sorted(book.glob("[0-9][0-9]_*.ipynb"))
@@ -143,7 +143,7 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
         "jax_version": jax.__version__,
         "python": platform.python_version(),
         "size": size_name,
-        "data": "MNIST-1D, generated" if select_size(size_name).dataset == "mnist1d" else "MNIST, downloaded",
+        "data": data_source(select_size(size_name)),
         "precision": {
             "default_matmul_precision": jax.config.jax_default_matmul_precision or "default (TF32 on NVIDIA GPUs)",
             "chapters": "chapters 6-9 set jax_default_matmul_precision='highest' in their import cell",

@@ -179,6 +179,13 @@ def _load_data_cached(dataset: str, num_train: int | None, num_test: int | None)
     return data.subset(num_train, num_test)
 
 
+def data_source(size: ExperimentSize) -> str:
+    """Where the data of ``size`` come from, in words, for the reports of every run."""
+    if size.dataset == "mnist1d":
+        return "MNIST-1D, generated locally (mnist1d package, seed 42)"
+    return f"{size.dataset}, downloaded from its original files and SHA-256 verified"
+
+
 def layer_sizes(data: Dataset, width: int, depth: int) -> list[int]:
     return [data.x_train.shape[1]] + [width] * depth + [data.num_classes]
 

@@ -95,6 +95,7 @@ def test_json_holds_the_numbers_the_size_and_the_device(records):
         assert rec["backend"] == "cpu" and "cpu" in rec["device"].lower() and rec["device_kind"]
         assert rec["jax_version"] == jax.__version__
         assert rec["wall_time_s"] > 0
+        assert rec["data"].startswith("MNIST-1D, generated locally")  # every report names its data
     rig = records["rig"]["results"]["runs"]
     assert len(rig) == 2 * 2  # 2 learning rates × 2 seeds, width 8
     for run in rig:
