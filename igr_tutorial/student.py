@@ -5,8 +5,11 @@
 
 Solutions written as ``{solution}`` blocks disappear. Gated code solutions (``{solution-start}`` …
 ``{solution-end}``) are replaced by one stub cell per exercise that raises ``NotImplementedError`` naming
-the exercise; everything before the first stub runs as in the instructor's edition. The student book is
-built from the stored outputs (its notebooks are not executed: the stubs would stop them).
+the exercise; everything before the first stub runs as in the instructor's edition. Where the exercise names
+a self-check of :mod:`igr_tutorial.checks` (``check_modified_loss`` …), its stub defines the function the
+exercise asks for, raising ``NotImplementedError``, and calls the check on it: the student replaces the body and
+reruns the cell. The student book is built from the stored outputs (its notebooks are not executed: the stubs
+would stop them).
 """
 
 from __future__ import annotations
@@ -27,10 +30,45 @@ STUB_TAG = "student-stub"
 INSTRUCTOR_ONLY = ("instructor_guide",)
 
 
-def stub_source(label: str) -> str:
+#: The function each self-check takes, as the exercises name it: ``check name -> "function(arguments)"``.
+CHECKED_FUNCTIONS = {
+    "check_modified_loss": "my_modified_loss(loss, h)",
+    "check_r_ig": "my_r_ig(loss, params)",
+    "check_gd_step": "my_gd_step(loss, params, h)",
+    "check_hvp": "my_hvp(loss, params, v)",
+    "check_implicit_strength": "my_strength(h, m)",
+}
+EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n:label:\s*(\S+)\n(.*?)^\1", re.S | re.M)
+
+
+def exercise_checks(nb: dict) -> dict[str, str]:
+    """``label -> check name`` for every exercise whose statement names a self-check of ``CHECKED_FUNCTIONS``."""
+    md = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                   for c in nb["cells"] if c["cell_type"] == "markdown")
+    found = {}
+    for m in EXERCISE.finditer(md):
+        names = [n for n in re.findall(r"\b(check_\w+)", m.group(3)) if n in CHECKED_FUNCTIONS]
+        if names:
+            found[m.group(2)] = names[0]
+    return found
+
+
+def stub_source(label: str, check: str | None = None) -> str:
+    if check is None:
+        return (
+            f"# Exercise {label}: write your answer here (the exercise is stated above).\n"
+            f'raise NotImplementedError("Exercise {label} is yours to solve: replace this cell with your own code.")\n'
+        )
+    signature = CHECKED_FUNCTIONS[check]
     return (
-        f"# Exercise {label}: write your answer here (the exercise is stated above).\n"
-        f'raise NotImplementedError("Exercise {label} is yours to solve: replace this cell with your own code.")\n'
+        f"# Exercise {label}: write the function below (the exercise is stated above), then run this cell:\n"
+        f"# the self-check tries it on random problems and gives a hint when something is off.\n"
+        f"from igr_tutorial.checks import {check}\n\n\n"
+        f"def {signature}:\n"
+        f'    raise NotImplementedError("Exercise {label} is yours to solve: write this function.")\n\n\n'
+        f"result = {check}({signature.split('(')[0]})\n"
+        f"print(result)\n"
+        f"assert result, str(result)\n"
     )
 
 
@@ -45,6 +83,7 @@ def _skip_block(lines: list[str], i: int, marker: str) -> int:
 def strip_solutions(nb: dict) -> tuple[dict, list[str]]:
     """Return a copy of notebook ``nb`` without solutions, and the labels of the exercises given stubs."""
     out = copy.deepcopy(nb)
+    checks = exercise_checks(nb)
     cells = []
     inside: str | None = None  # label of the gated solution we are in
     stubbed: list[str] = []
@@ -82,7 +121,7 @@ def strip_solutions(nb: dict) -> tuple[dict, list[str]]:
                     "id": f"stub-{inside}"[:64],
                     "metadata": {"tags": [STUB_TAG]},
                     "outputs": [],
-                    "source": stub_source(inside),
+                    "source": stub_source(inside, checks.get(inside)),
                 })
         else:
             cells.append(copy.deepcopy(cell))

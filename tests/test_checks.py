@@ -1,5 +1,9 @@
 """The students' self-checks pass correct answers and give the right hint for typical wrong ones,
-without ever printing the solution."""
+without ever printing the solution.
+
+The correct answers here are written independently of the package (NumPy finite differences, hand-written
+formulas), never the package's own function fed to its check: a wrong reference inside a check would then
+fail these tests instead of agreeing with itself."""
 
 from __future__ import annotations
 
@@ -16,6 +20,40 @@ def sq(loss, t):
     return tree_sq_norm(jax.grad(loss)(t))
 
 
+def fd_grad(loss, t, eps=1e-6):
+    """The gradient by central differences in NumPy float64, entry by entry, as a pytree like ``t``."""
+    import numpy as np
+    from jax.flatten_util import ravel_pytree
+
+    x, unravel = ravel_pytree(t)
+    x = np.asarray(x, np.float64)
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = eps
+        g[i] = (float(loss(unravel(jnp.asarray(x + e)))) - float(loss(unravel(jnp.asarray(x - e))))) / (2 * eps)
+    return g
+
+
+def independent_modified_loss(E, h):
+    """E + (h/4)·‖∇E‖² with the gradient from finite differences: no JAX derivative, no package function."""
+    return lambda t: float(E(t)) + h / 4 * float((fd_grad(E, t) ** 2).sum())
+
+
+def independent_r_ig(E, t):
+    g = fd_grad(E, t)
+    return float((g**2).sum() / g.size)
+
+
+def test_the_independent_answers_really_are_independent_and_right():
+    """They agree with the package to finite-difference accuracy (so the checks below can trust them) without
+    calling it; a wrong package reference would show up as a failed check of a right answer."""
+    E = lambda t: jnp.sum(jnp.sin(t["w"]) ** 2) + t["b"] ** 4  # noqa: E731
+    t = {"w": jnp.array([0.3, -1.2, 0.7]), "b": jnp.array(0.5)}
+    assert abs(independent_modified_loss(E, 0.1)(t) - float(igr.modified_loss(E, 0.1)(t))) < 1e-8
+    assert abs(independent_r_ig(E, t) - float(igr.r_ig(E, t))) < 1e-8
+
+
 def assert_hint(result, *phrases):
     assert not result.passed, f"a wrong answer passed: {result}"
     for phrase in phrases:
@@ -24,7 +62,7 @@ def assert_hint(result, *phrases):
 
 
 def test_modified_loss_correct_answers_pass():
-    assert C.check_modified_loss(igr.modified_loss)
+    assert C.check_modified_loss(independent_modified_loss)
     assert C.check_modified_loss(lambda E, h: (lambda t: E(t) + h / 4 * sq(E, t)))
 
 
@@ -56,7 +94,7 @@ def test_a_crashing_answer_is_reported_not_raised():
 
 
 def test_r_ig():
-    assert C.check_r_ig(igr.r_ig)
+    assert C.check_r_ig(independent_r_ig)
     assert_hint(C.check_r_ig(lambda E, t: sq(E, t)), "divide by m")
     assert_hint(C.check_r_ig(lambda E, t: jnp.sqrt(sq(E, t)) / num_parameters(t)), "squared")
     # A common pytree bug: counting leaves instead of scalar entries.
@@ -73,7 +111,13 @@ def test_gd_step():
 
 
 def test_hvp():
-    assert C.check_hvp(igr.hvp)
+    # Independent: central differences of the gradient along v (no forward-over-reverse, no package function).
+    fd2 = lambda E, t, v: jax.tree.map(  # noqa: E731
+        lambda a, b: (a - b) / 2e-4,
+        jax.grad(E)(jax.tree.map(lambda x, y: x + 1e-4 * y, t, v)),
+        jax.grad(E)(jax.tree.map(lambda x, y: x - 1e-4 * y, t, v)),
+    )
+    assert C.check_hvp(fd2)
     fd = lambda E, t, v: jax.tree.map(  # noqa: E731
         lambda a, b: (a - b) / 2e-6,
         jax.grad(E)(jax.tree.map(lambda x, y: x + 1e-6 * y, t, v)),
@@ -81,12 +125,11 @@ def test_hvp():
     )
     assert C.check_hvp(fd) or "differs" in C.check_hvp(fd).message  # finite differences are close but not exact
     assert_hint(C.check_hvp(lambda E, t, v: jax.grad(E)(t)), "gradient")
-    assert_hint(C.check_hvp(lambda E, t, v: jax.tree.map(jnp.negative, igr.hvp(E, t, v))), "sign")
+    assert_hint(C.check_hvp(lambda E, t, v: jax.tree.map(jnp.negative, fd2(E, t, v))), "sign")
 
 
 def test_implicit_strength():
     assert C.check_implicit_strength(lambda h, m: h * m / 4)
-    assert C.check_implicit_strength(igr.implicit_regularization_strength)
     assert_hint(C.check_implicit_strength(lambda h, m: h * m), "four times")
     assert_hint(C.check_implicit_strength(lambda h, m: h / 4), "number of parameters")
 

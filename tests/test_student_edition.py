@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from _repo import BOOK, ROOT, cell_source, chapter_notebooks
+from _repo import BOOK, ROOT, cell_source, chapter_notebooks, load_notebook
 from igr_tutorial import student
 
 CHAPTERS = chapter_notebooks()
@@ -125,3 +125,39 @@ def test_command_line_writes_the_notebooks(tmp_path):
     assert set(p.name for p in CHAPTERS) <= set(expected) and "instructor_guide.ipynb" not in expected
     assert written == expected, "every chapter and reference notebook, and no instructor-only page"
     assert "exercise stub" in proc.stdout
+
+
+def test_a_stub_calls_the_self_check_its_exercise_names():
+    """An exercise that names a check gets a stub defining the asked-for function and checking it: run as
+    given, it stops with the check's report of the NotImplementedError; with a right body, the check passes."""
+    nb = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source":
+         "```{exercise} Compute · ★ · 5 min — Own\n:label: ex-own\nWrite `my_modified_loss(loss, h)`; check it "
+         "with `igr_tutorial.checks.check_modified_loss`.\n```\n```{solution-start} ex-own\n```"},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "answer = 1"},
+        {"cell_type": "markdown", "metadata": {}, "source": "```{solution-end}\n```"},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    assert student.exercise_checks(nb) == {"ex-own": "check_modified_loss"}
+    out, stubs = student.strip_solutions(nb)
+    (stub,) = [c for c in out["cells"] if student.STUB_TAG in c["metadata"].get("tags", [])]
+    src = stub["source"]
+    assert stubs == ["ex-own"] and "def my_modified_loss(loss, h):" in src and "check_modified_loss(my_modified_loss)" in src
+    with pytest.raises(AssertionError, match="NotImplementedError.*ex-own"):
+        exec(src, {})
+    import jax
+
+    solved = src.replace('raise NotImplementedError("Exercise ex-own is yours to solve: write this function.")',
+                         "return lambda t: loss(t) + h / 4 * sum(jax.numpy.sum(g ** 2) for g in "
+                         "jax.tree.leaves(jax.grad(loss)(t)))")
+    exec(solved, {"jax": jax})  # passes: no AssertionError
+
+
+def test_every_check_an_exercise_names_exists_and_the_checks_are_used():
+    from igr_tutorial import checks
+
+    used = {}
+    for nb in CHAPTERS:
+        for label, check in student.exercise_checks(load_notebook(nb)).items():
+            assert hasattr(checks, check), f"{label} names {check}, which igr_tutorial.checks lacks"
+            used[label] = check
+    assert used.get("ex-ch3-own") == "check_modified_loss", used
