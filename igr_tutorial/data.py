@@ -57,11 +57,14 @@ class Dataset:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_mnist1d(num_samples: int = 5000, seed: int = 42, train_split: float = 0.8) -> Dataset:
+def load_mnist1d(num_samples: int = 5000, seed: int = 42, train_split: float = 0.8, *, cache: bool = True) -> Dataset:
     """MNIST-1D generated with ``mnist1d.data.make_dataset`` (Greydanus 2020); no network access.
 
     With the defaults this is the standard data set: 4000 training and 1000 test signals of length 40.
-    NumPy's global random state, which ``make_dataset`` seeds, is restored afterwards.
+    NumPy's global random state, which ``make_dataset`` seeds, is restored afterwards. Generating takes
+    seconds, so with ``cache=True`` the arrays are also saved to (and next time read from)
+    ``cache_directory()/mnist1d``, keyed by the arguments and the mnist1d version; a file that does not
+    read back is regenerated.
     """
     try:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -74,6 +77,14 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, train_split: float = 0
         raise ValueError(f"num_samples must be at least 20 (2 per class and split), got {num_samples}.")
     if not 0 < train_split < 1:
         raise ValueError(f"train_split must lie strictly between 0 and 1, got {train_split}.")
+    names = ("x_train", "y_train", "x_test", "y_test")
+    path = _mnist1d_cache_path(int(num_samples), int(seed), float(train_split)) if cache else None
+    if path is not None and path.exists():
+        try:
+            with np.load(path) as f:
+                return Dataset("mnist1d", *(np.array(f[n]) for n in names))
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: regenerate below
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = int(num_samples), int(seed), float(train_split)
     state = np.random.get_state()
@@ -81,13 +92,32 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, train_split: float = 0
         data = make_dataset(args)
     finally:
         np.random.set_state(state)
-    return Dataset(
+    out = Dataset(
         "mnist1d",
         np.asarray(data["x"], np.float32),
         np.asarray(data["y"], np.int32),
         np.asarray(data["x_test"], np.float32),
         np.asarray(data["y_test"], np.int32),
     )
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, **{n: getattr(out, n) for n in names})
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache is no reason to fail
+    return out
+
+
+def _mnist1d_cache_path(num_samples: int, seed: int, train_split: float) -> pathlib.Path:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("mnist1d")
+    except PackageNotFoundError:  # pragma: no cover
+        v = "unknown"
+    return cache_directory() / "mnist1d" / f"mnist1d-{v}-n{num_samples}-s{seed}-t{train_split:.6f}.npz"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -135,12 +135,34 @@ def test_cache_directory_honours_environment(monkeypatch, tmp_path):
 def test_mnist1d_is_generated_deterministically_and_leaves_numpy_rng_alone():
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    a = D.load_mnist1d(num_samples=200, seed=7)
+    a = D.load_mnist1d(num_samples=200, seed=7, cache=False)
     np.testing.assert_array_equal(np.random.get_state()[1], before)
     b = D.load_mnist1d(num_samples=200, seed=7)
     assert a.x_train.shape == (160, 40) and a.x_test.shape == (40, 40)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     assert a.num_classes == 10 and a.x_train.dtype == np.float32
+
+
+def test_mnist1d_is_cached_on_disk_and_read_back_identically(tmp_path, monkeypatch):
+    """Chapters 6-9 each need the same MNIST-1D arrays: generated once, then read from the cache."""
+    import mnist1d.data
+
+    monkeypatch.setenv("IGR_TUTORIAL_CACHE", str(tmp_path))
+    fresh = D.load_mnist1d(num_samples=200, seed=7, cache=False)
+    first = D.load_mnist1d(num_samples=200, seed=7)
+    (path,) = (tmp_path / "mnist1d").glob("*.npz")
+    assert "n200-s7" in path.name
+    monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: pytest.fail("regenerated despite the cache"))
+    again = D.load_mnist1d(num_samples=200, seed=7)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+        np.testing.assert_array_equal(getattr(first, name), getattr(fresh, name))
+        assert getattr(again, name).dtype == getattr(fresh, name).dtype
+    monkeypatch.undo()
+    monkeypatch.setenv("IGR_TUTORIAL_CACHE", str(tmp_path))
+    path.write_bytes(b"not an npz file")  # a damaged cache entry is regenerated, not trusted
+    np.testing.assert_array_equal(D.load_mnist1d(num_samples=200, seed=7).x_train, fresh.x_train)
+    assert not list((tmp_path / "mnist1d").glob("*.tmp.npz"))
 
 
 def test_mnist1d_rejects_bad_sizes():
