@@ -171,3 +171,13 @@ def test_bibliography_page_exists_and_keys_resolve():
         for key in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", _markdown(load_notebook(nb))):
             for k in key.split(","):
                 assert k.strip() in keys, f"{nb.name} cites unknown key {k.strip()}"
+
+
+def test_no_chapter_uses_an_output_widget(chapter):
+    """`ipywidgets.interact` and `Output` widgets make a batch executor (nbclient: jupyter-book, nbval) answer
+    the kernel on the shell channel while it waits there for the cell's reply; a chapter-3 execution hung on
+    that race with the kernel idle. Live sliders use `igr_tutorial.plotting.figure_slider` instead."""
+    path, nb = chapter
+    code = "\n".join(cell_source(c) for c in _code_cells(nb))
+    for pattern in (r"\binteract(ive)?\s*\(", r"\binteract_manual\b", r"\bOutput\s*\(", r"@interact\b"):
+        assert not re.search(pattern, code), f"{path.name}: {pattern} (use igr_tutorial.plotting.figure_slider)"
