@@ -198,6 +198,9 @@ def modified_field_coefficients(loss: Loss, params: PyTree, order: int) -> list[
     Taylor-mode AD (``jax.experimental.jet``) through ``∇E``: no Hessian or higher tensor is formed. Collecting
     the same condition order by order with Lie derivatives gives HLW's recursion, ``f₁ = −½f′f``,
     ``f₂ = ⅓f′f′f + (1/12)f″(f, f)``, …; the tests check that the two agree. Chapter 2.
+
+    Limits: the alternating differences cancel, so in floating point ``fᵢ`` loses about ``i·log₁₀3`` digits
+    (fine in float64 up to order ~10), and the compile time grows quickly with ``order``.
     """
     order = check_order(order)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
