@@ -204,7 +204,7 @@ def test_modified_vector_field_on_quadratic_closed_form():
     np.testing.assert_allclose(igr.modified_vector_field(LOSS4, jnp.asarray(theta), lr, 2), -M2 @ g, rtol=1e-12)
 
 
-@pytest.mark.parametrize("order", [3, -1, 1.5, "1"])
+@pytest.mark.parametrize("order", [-1, 1.5, "1", True])
 def test_modified_vector_field_rejects_bad_order(order):
-    with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+    with pytest.raises(ValueError, match="order must be a non-negative integer"):
         igr.modified_vector_field(double_well, jnp.array([0.3, 1.2]), 0.1, order)
