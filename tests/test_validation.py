@@ -164,9 +164,9 @@ def test_integer_valued_loss(name):
         LOSS_CALLS[name](lambda t: jnp.sum(t > 0).astype(jnp.int32), THETA)
 
 
-@pytest.mark.parametrize("order", [3, -1, 1.5, "2"])
+@pytest.mark.parametrize("order", [-1, 1.5, "2", True])
 def test_modified_flow_bad_order(order):
-    with pytest.raises(ValueError, match=rf"order must be 0.*1 or 2, got {order!r}"):
+    with pytest.raises(ValueError, match=rf"order must be a non-negative integer.*got {order!r}"):
         igr.modified_flow(good_loss, THETA, 0.1, TIMES, order=order)
 
 
