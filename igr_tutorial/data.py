@@ -3,7 +3,7 @@
 * :func:`load_mnist1d` — the default: MNIST-1D (Greydanus 2020), *generated locally* by the
   ``mnist1d`` package's ``make_dataset`` (no download, never its pickle path). 40-dimensional signals,
   10 classes; small enough for a 2-core CPU, hard enough that MLPs show a generalization gap.
-* :func:`load_mnist` — MNIST or Fashion-MNIST for GPU/Colab runs: the original IDX files are downloaded on
+* :func:`load_mnist` — MNIST for GPU/Colab runs: the original IDX files are downloaded on
   first use, verified against a pinned SHA-256, cached in a user cache directory, and parsed with NumPy
   (nothing is ever unpickled). A download whose checksum does not match is discarded, never cached.
 """
@@ -121,7 +121,7 @@ def _mnist1d_cache_path(num_samples: int, seed: int, train_split: float) -> path
 
 
 # --------------------------------------------------------------------------------------------------
-# MNIST and Fashion-MNIST (downloaded IDX files, checksummed, cached)
+# MNIST (downloaded IDX files, checksummed, cached)
 # --------------------------------------------------------------------------------------------------
 
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -134,12 +134,6 @@ CHECKSUMS: Mapping[str, Mapping[str, str]] = {
         "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
         "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     },
-    "fashion_mnist": {
-        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-    },
 }
 
 #: Where the files are served (tried in order).
@@ -148,7 +142,6 @@ MIRRORS: Mapping[str, Sequence[str]] = {
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
-    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
 
 
@@ -258,7 +251,7 @@ def load_idx_dataset(
 
 
 def load_mnist(kind: str = "mnist", cache_dir: os.PathLike | None = None) -> Dataset:
-    """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion_mnist"``): 60k/10k images of 28×28.
+    """MNIST (``kind="mnist"``, the only kind): 60k/10k images of 28×28.
 
     Downloads on first use (needs a network: Colab or a GPU machine), verifies SHA-256, caches under
     :func:`cache_directory`. Used by the paper-sized configuration of chapters 6–7.

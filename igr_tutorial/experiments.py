@@ -43,7 +43,7 @@ class ExperimentSize:
     """Everything that scales between a laptop run and a paper-sized run."""
 
     name: str
-    dataset: str  # "mnist1d" | "mnist" | "fashion_mnist"
+    dataset: str  # "mnist1d" | "mnist"
     num_train: int | None  # None: all
     num_test: int | None
     widths: tuple[int, ...]  # hidden width of each MLP compared

@@ -15,7 +15,7 @@ time (global error).
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 

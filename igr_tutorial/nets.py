@@ -14,7 +14,6 @@ import jax.numpy as jnp
 ACTIVATIONS = {
     "tanh": jnp.tanh,
     "softplus": jax.nn.softplus,
-    "gelu": jax.nn.gelu,
     "relu": jax.nn.relu,
 }
 

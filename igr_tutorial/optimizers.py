@@ -212,23 +212,25 @@ def optax_descent(optimizer: Any, loss: Loss, params: PyTree, steps: int, *, all
         raise ValueError("optimizer must be an optax GradientTransformation, e.g. optax.adam(1e-2).")
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
+    traj = _optax_scan(optimizer, loss, params, steps)
+    if not allow_divergence:
+        _raise_if_diverged(traj, "the optax optimizer", "the optimizer passed in", of=steps)
+    return traj
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3))
+def _optax_scan(optimizer: Any, loss: Loss, p0: PyTree, steps: int) -> PyTree:
+    """The ``steps + 1`` iterates of ``optimizer`` on ``loss``: compiled once per optimizer, loss and shape."""
     grad = jax.grad(loss)
 
-    @jax.jit
-    def run(p0):
-        def step(carry, _):
-            p, state = carry
-            updates, state = optimizer.update(grad(p), state, p)
-            p = jax.tree.map(lambda x, u: x + u.astype(x.dtype), p, updates)
-            return (p, state), p
+    def step(carry, _):
+        p, state = carry
+        updates, state = optimizer.update(grad(p), state, p)
+        p = jax.tree.map(lambda x, u: x + u.astype(x.dtype), p, updates)
+        return (p, state), p
 
-        _, traj = lax.scan(step, (p0, optimizer.init(p0)), None, length=steps)
-        return jax.tree.map(lambda a, t: jnp.concatenate([a[None], t]), p0, traj)
-
-    traj = run(params)
-    if not allow_divergence:
-        _raise_if_diverged(traj, "the optax optimizer", type(optimizer).__name__, of=steps)
-    return traj
+    _, traj = lax.scan(step, (p0, optimizer.init(p0)), None, length=steps)
+    return jax.tree.map(lambda a, t: jnp.concatenate([a[None], t]), p0, traj)
 
 
 # --------------------------------------------------------------------------------------------------

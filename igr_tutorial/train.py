@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_learning_rate
+from .flows import DivergenceError
 from .data import Dataset
 from .nets import accuracy, classification_loss, mlp_apply
 from .tree import num_parameters, tree_sq_norm
@@ -235,7 +236,7 @@ def train(
     hist = _history(recs, record_every)
     if not allow_divergence and not np.all(np.isfinite(hist.train_loss)):
         bad = int(hist.step[np.argmin(np.isfinite(hist.train_loss))])
-        raise ValueError(
+        raise DivergenceError(
             f"training diverged: the loss was non-finite by step {bad} with lr={lr:g}. Use a smaller learning "
             "rate, or pass allow_divergence=True to keep the run."
         )

@@ -20,16 +20,6 @@ def tree_sq_norm(a: PyTree) -> jax.Array:
     return tree_vdot(a, a)
 
 
-def tree_axpy(alpha: Any, x: PyTree, y: PyTree) -> PyTree:
-    """``alpha·x + y`` leaf by leaf."""
-    return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
-
-
-def tree_scale(alpha: Any, x: PyTree) -> PyTree:
-    """``alpha·x`` leaf by leaf."""
-    return jax.tree.map(lambda xi: alpha * xi, x)
-
-
 def num_parameters(params: PyTree) -> int:
     """Number ``m`` of scalar parameters in a pytree (the ``m`` of ``R_IG`` and ``λ = h·m/4``)."""
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))

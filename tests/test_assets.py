@@ -1,14 +1,18 @@
-"""The book's own MathJax, require.js and widget manager (igr_tutorial.assets): pinned, verified, complete."""
+"""The book's own MathJax, require.js and widget manager (book/_ext/book_assets.py): pinned, verified, complete."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
+import sys
 
 import pytest
 
-from igr_tutorial import assets
+from _repo import ROOT
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import book_assets as assets  # noqa: E402  (the Sphinx extension, as the build loads it)
 
 
 def test_pins_are_exact_versions_with_sha512_integrity():
@@ -37,7 +41,7 @@ def test_missing_npm_is_a_clear_error(monkeypatch):
 
 def test_offline_check_of_an_empty_cache_fails_and_says_what_to_run(monkeypatch, tmp_path):
     monkeypatch.setenv("IGR_TUTORIAL_CACHE", str(tmp_path))
-    with pytest.raises(assets.AssetError, match="python -m igr_tutorial.assets"):
+    with pytest.raises(assets.AssetError, match="python book/_ext/book_assets.py"):
         assets.ensure_assets(offline=True)
 
 

@@ -62,7 +62,7 @@ def test_chapter_page_shows_figures_exercises_and_colab_link(build, nb):
     for src in figures:
         assert (HTML / "book" / html.unescape(src)).resolve().exists(), f"{nb.stem}: broken image {src}"
     assert "exercise admonition" in page, f"{nb.stem}: exercises not rendered"
-    assert f"colab.research.google.com/github/" in page and f"/blob/main/book/{nb.stem}.ipynb" in page
+    assert "colab.research.google.com/github/" in page and f"/blob/main/book/{nb.stem}.ipynb" in page
 
 
 # --- The built HTML, read as files: links, alt text, no resource from a CDN, the status page -----------------
@@ -426,3 +426,19 @@ def test_browser_figures_stay_white_in_dark_mode(pages, nb):
     assert page["dark_figures"], f"{nb.stem}: no figure found in dark mode"
     dim = [(name, round(frac, 2)) for name, frac in page["dark_figures"] if frac < 0.6]
     assert not dim, f"{nb.stem}: figures without an opaque light background in dark mode ({SCREENSHOTS}): {dim}"
+
+
+def test_no_virtual_environment_is_ever_a_source_of_the_book():
+    """A venv inside the repository, under any name, holds README and LICENSE files in site-packages, which
+    Sphinx would collect ("document isn't included in any toctree"). The exclude patterns must cover them."""
+    import yaml
+    from sphinx.util.matching import Matcher
+
+    patterns = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    match = Matcher(patterns)
+    for path in ("venv/README.md", ".venv/lib/python3.11/site-packages/jax/README.md",
+                 "myenv/lib/python3.11/site-packages/numpy/LICENSE.md",
+                 "anything/lib/python3.11/site-packages/x/docs/index.ipynb", "env/README.rst"):
+        assert match(path), f"{path} would be collected by the book build"
+    for path in ("book/01_gradient_flow.ipynb", "book/index.md"):
+        assert not match(path), f"{path} is a page of the book"

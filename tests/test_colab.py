@@ -72,6 +72,22 @@ def test_the_wheel_only_sets_floors_so_colab_keeps_its_own_versions(colab):
         )
 
 
+def test_every_module_of_the_wheel_imports_with_only_its_declared_dependencies(colab):
+    """The wheel holds what readers import: every module loads in an environment that has only the wheel's
+    dependencies (no Sphinx, no docutils, no yaml, no jupyter-book), as in Colab."""
+    tmp, py, book = colab
+    code = ("import importlib, pkgutil, igr_tutorial\n"
+            "names = [m.name for m in pkgutil.iter_modules(igr_tutorial.__path__)]\n"
+            "for n in names: importlib.import_module('igr_tutorial.' + n)\n"
+            "import importlib.util as u\n"
+            "print(' '.join(sorted(names)), all(u.find_spec(x) is None for x in ('sphinx', 'docutils', 'yaml')))")
+    out = run([py, "-c", code], cwd=book).stdout.split()
+    modules, clean = out[:-1], out[-1]
+    assert clean == "True", "the Colab-like environment has Sphinx, docutils or yaml: the test would prove nothing"
+    assert not {"assets", "sphinx_status", "student", "benchmarks"} & set(modules) - {"benchmarks"}, modules
+    assert "curvature" in modules and "experiments" in modules
+
+
 def _one_core() -> None:
     """Pin the process (and the kernels it starts) to one CPU, like ``taskset -c 0``: XLA then runs on one thread."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

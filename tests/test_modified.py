@@ -125,10 +125,6 @@ def test_implicit_regularization_strength_from_pytree():
 def test_implicit_regularization_strength_from_numpy_integer(m):
     # A count computed with numpy (np.prod(shape), np.size(x), arr.shape[0] * k) is a numpy integer, not a
     # Python int. It must be read as m itself, not as a one-leaf pytree (which would give m = 1).
-    # KNOWN PACKAGE BUG (fails as of this writing): implicit_regularization_strength tests
-    # `isinstance(params_or_m, int)`, which is False for np.int64, so it returns lr/4 instead of lr·m/4.
-    # Fix in modified.py: `isinstance(params_or_m, numbers.Integral) and not isinstance(params_or_m, bool)`,
-    # then `m = int(params_or_m)`.
     assert igr.implicit_regularization_strength(0.1, m) == pytest.approx(0.1 * 10 / 4)
 
 

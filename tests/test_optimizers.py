@@ -215,8 +215,19 @@ def test_optax_descent_rejects_non_optimizers_and_reports_divergence():
     with pytest.raises(ValueError, match="optax"):
         opt.optax_descent(lambda g: g, double_well, jnp.array([0.3, 1.2]), 3)
     E = quadratic(np.eye(2) * 10.0)
-    with pytest.raises(igr.DivergenceError):
+    with pytest.raises(igr.DivergenceError) as err:
         opt.optax_descent(optax.sgd(1.0), E, jnp.array([1.0, 1.0]), 2000)
+    assert "GradientTransformation" not in str(err.value) and "optax optimizer diverged" in str(err.value)
+
+
+def test_optax_descent_compiles_once_per_optimizer_loss_and_shape():
+    from igr_tutorial.optimizers import _optax_scan
+
+    adam = optax.adam(1e-2)
+    before = _optax_scan._cache_size()
+    for start in ([0.3, 1.2], [0.5, -0.7], [1.0, 0.1]):
+        opt.optax_descent(adam, double_well, jnp.array(start), 5)
+    assert _optax_scan._cache_size() - before == 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,3 +23,18 @@ def test_readme_starts_with_exactly_two_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
+
+
+def test_the_one_chapter_command_parses_with_the_project_options():
+    """The README's one-chapter check runs under the project's pytest options (which turn on xdist with -n 2):
+    its arguments must parse and collect the chapter's cells. `--collect-only` keeps it fast."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    line = next(l for l in text.splitlines() if l.startswith(".venv/bin/python -m pytest book/"))
+    args = line.split()[3:]  # after ".venv/bin/python -m pytest"
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"\d+ tests? collected|\d+ items?", proc.stdout + proc.stderr), proc.stdout[-1000:]

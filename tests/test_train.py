@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 
 import igr_tutorial as igr
 from igr_tutorial import experiments as ex
-from igr_tutorial.data import Dataset, load_mnist1d
+from igr_tutorial.data import Dataset
 from igr_tutorial.nets import accuracy, classification_loss, cross_entropy, init_mlp, mlp_apply
 from igr_tutorial.train import (
     History,
@@ -354,7 +354,7 @@ def test_bad_sweep_inputs_raise_clear_errors(data, params, kwargs, phrase):
 def test_a_diverging_run_raises_naming_the_step_unless_allowed():
     data = blobs(dtype=np.float32)
     p = init_mlp(jax.random.PRNGKey(0), SIZES)  # float32: cross-entropy gradients are bounded, so it
-    with pytest.raises(ValueError, match=r"training diverged: .* by step \d+ with lr=1e\+38"):  # takes a huge h
+    with pytest.raises(igr.DivergenceError, match=r"training diverged: .* by step \d+ with lr=1e\+38"):  # takes a huge h
         train(p, data, 1e38, STEPS, record_every=EVERY)
     _, hist = train(p, data, 1e38, STEPS, record_every=EVERY, allow_divergence=True)
     assert not np.all(np.isfinite(hist.train_loss))

@@ -120,10 +120,6 @@ LOSS_CALLS = {
     "gradient_flow": lambda f, p: igr.gradient_flow(f, p, TIMES),
     "modified_flow": lambda f, p: igr.modified_flow(f, p, 0.1, TIMES),
     "r_ig": lambda f, p: igr.r_ig(f, p),
-    # KNOWN PACKAGE GAP (these cases fail as of this writing): the function returned by modified_loss does not
-    # validate, so a non-scalar loss or integer params surface as JAX's TypeError from value_and_grad. Fix in
-    # modified.py: call check_scalar_loss(loss, params) first thing in loss_tilde (it only uses eval_shape and
-    # dtypes, so it also works under jit/grad/vmap), as r_ig already does.
     "modified_loss": lambda f, p: igr.modified_loss(f, 0.1)(p),
 }
 

@@ -14,7 +14,6 @@ import datetime
 import importlib.metadata
 import os
 import platform
-import posixpath
 import subprocess
 import sys
 
@@ -174,7 +173,7 @@ def _environment_table(app) -> list[nodes.Node]:
     if not hasattr(app, "_igr_device_report"):
         app._igr_device_report = _device_report()
     device = app._igr_device_report
-    from . import assets
+    import book_assets as assets
 
     rows = [["Python", platform.python_version()]]
     rows += [[dist, _version(dist)] for dist in DISTRIBUTIONS]

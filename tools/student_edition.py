@@ -1,7 +1,7 @@
 """The student edition: the chapters with every solution removed, and a build of the book without them.
 
-    python -m igr_tutorial.student --out _student          # notebooks + book build
-    python -m igr_tutorial.student --out _student --no-build
+    python tools/student_edition.py --out _student          # notebooks + book build
+    python tools/student_edition.py --out _student --no-build
 
 Solutions written as ``{solution}`` blocks disappear. Gated code solutions (``{solution-start}`` …
 ``{solution-end}``) are replaced by one stub cell per exercise that raises ``NotImplementedError`` naming
@@ -192,7 +192,7 @@ def make_student_edition(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m igr_tutorial.student",
+        prog="python tools/student_edition.py",
         description="Make the student edition: chapters without solutions (stubs raise NotImplementedError) "
         "and a build of the book without them.",
     )

@@ -10,7 +10,7 @@ book's ``_static/vendor/`` folder; nothing minified is committed to the reposito
   integrity string pinned in :data:`PACKAGES` (the same value npm writes to ``package-lock.json``). A tarball
   whose digest differs is discarded and the build stops.
 * Only the files the pages load are unpacked, into a cache folder (``$IGR_TUTORIAL_CACHE``, else
-  ``~/.cache/igr_tutorial``; see :func:`igr_tutorial.data.cache_directory`), with a manifest of their
+  ``~/.cache/igr_tutorial``; see :func:`cache_directory`), with a manifest of their
   SHA-256 digests. Every build re-checks the unpacked files against the manifest and fetches again on any
   difference.
 * As a Sphinx extension (listed in ``_config.yml`` under ``sphinx.extra_extensions``) it fetches what is
@@ -19,8 +19,8 @@ book's ``_static/vendor/`` folder; nothing minified is committed to the reposito
 
 Command line (fetch and verify ahead of a build, e.g. before going offline)::
 
-    python -m igr_tutorial.assets            # fetch what is missing, verify everything, print the folder
-    python -m igr_tutorial.assets --offline  # verify only; fail if anything is missing
+    python book/_ext/book_assets.py            # fetch what is missing, verify everything, print the folder
+    python book/_ext/book_assets.py --offline  # verify only; fail if anything is missing
 """
 
 from __future__ import annotations
@@ -117,13 +117,17 @@ def _key() -> str:
 
 def asset_root() -> pathlib.Path:
     """The cache folder for this set of pins; its ``static`` subfolder becomes an ``html_static_path``."""
-    from .data import cache_directory
-
     return cache_directory() / f"book-assets-{_key()}"
 
 
-def static_directory() -> pathlib.Path:
-    return asset_root() / "static"
+def cache_directory() -> pathlib.Path:
+    """``$IGR_TUTORIAL_CACHE``, else ``$XDG_CACHE_HOME/igr_tutorial``, else ``~/.cache/igr_tutorial``: the same folder
+    as ``igr_tutorial.data.cache_directory`` (written out here: a Sphinx extension must not import the package,
+    which would load JAX into the build process)."""
+    if os.environ.get("IGR_TUTORIAL_CACHE"):
+        return pathlib.Path(os.environ["IGR_TUTORIAL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "igr_tutorial"
 
 
 def _sri(data: bytes) -> str:
@@ -143,7 +147,7 @@ def _npm() -> str:
             "npm is not installed, so the book's MathJax, require.js and ipywidgets files cannot be fetched "
             "(the book serves them itself instead of loading them from public CDNs). Install Node.js and npm "
             "(Debian/Ubuntu: `apt-get install -y npm`) and build again; with no network access, fetch them "
-            "once beforehand with `python -m igr_tutorial.assets`."
+            "once beforehand with `python book/_ext/book_assets.py`."
         )
     return npm
 
@@ -167,7 +171,7 @@ def npm_pack(package: NpmPackage, directory: pathlib.Path) -> bytes:
     if got != package.integrity:
         raise AssetError(
             f"{package.spec}: the tarball from the npm registry has integrity {got}, but {package.integrity} "
-            "is pinned in igr_tutorial/assets.py. It was discarded and nothing was cached."
+            "is pinned in book/_ext/book_assets.py. It was discarded and nothing was cached."
         )
     return data
 
@@ -245,7 +249,7 @@ def ensure_assets(*, offline: bool = False, log=None) -> pathlib.Path:
         if offline:
             raise AssetError(
                 f"the book's web assets under {root} are not usable ({'; '.join(problems[:5])}); "
-                "run `python -m igr_tutorial.assets` with access to the npm registry."
+                "run `python book/_ext/book_assets.py` with access to the npm registry."
             )
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -283,7 +287,7 @@ def _configure(app, config) -> None:
     try:
         static = ensure_assets(log=logger.info)
     except AssetError as exc:
-        raise ExtensionError(f"igr_tutorial.assets: {exc}") from None
+        raise ExtensionError(f"book_assets: {exc}") from None
     config.html_static_path = [*config.html_static_path, str(static)]
     config.mathjax_path = MATHJAX_PATH
     # Loaded, in this order, on pages whose notebook holds widget state (myst-nb adds them per page).
@@ -352,7 +356,7 @@ def setup(app):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m igr_tutorial.assets",
+        prog="python book/_ext/book_assets.py",
         description="Fetch (npm pack), verify (pinned sha512) and unpack the book's MathJax, require.js and "
         "ipywidgets HTML manager into the cache folder the book build serves them from.",
     )
