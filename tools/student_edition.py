@@ -165,6 +165,9 @@ def _copy_book(root: pathlib.Path, out: pathlib.Path) -> None:
     for f in (root / "book").iterdir():
         if f.is_file() and f.suffix != ".ipynb" and f.stem not in INSTRUCTOR_ONLY:
             shutil.copy2(f, out / "book" / f.name)
+    ext = root / "book" / "_ext"  # the book's Sphinx extensions (sphinx.local_extensions in _config.yml)
+    if ext.is_dir():
+        shutil.copytree(ext, out / "book" / "_ext", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     (out / "_toc.yml").write_text(student_toc((root / "_toc.yml").read_text()))
     config = (root / "_config.yml").read_text()
     config = re.sub(r"execute_notebooks:\s*\w+", "execute_notebooks: \"off\"", config)
