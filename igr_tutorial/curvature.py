@@ -72,6 +72,13 @@ class TopEigenResult:
         return float(self.eigenvalue)
 
 
+def _hvp_full_precision(f: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Array) -> jax.Array:
+    """``H(x)v`` for a loss ``f`` of a flat vector, traced at matmul precision HIGHEST (no TF32 on GPUs): the
+    HVP of the curvature estimators (Lanczos, Hutchinson), whose residuals and traces need full float32."""
+    with jax.default_matmul_precision("highest"):
+        return jax.jvp(jax.grad(f), (x,), (v,))[1]
+
+
 def _top_ritz_pair(alphas: jax.Array, betas: jax.Array, j) -> tuple[jax.Array, jax.Array]:
     """Top eigenpair of the Lanczos tridiagonal ``T_j`` (its leading ``j×j`` block), in a fixed frame.
 
@@ -108,8 +115,7 @@ def _lanczos_top(flat_loss, loss_arrays, x, v0, num_iters: int, n: int, tol):
     f = flat_loss.bind(loss_arrays)
 
     def matvec(v):
-        with jax.default_matmul_precision("highest"):
-            return jax.jvp(jax.grad(f), (x,), (v,))[1]
+        return _hvp_full_precision(f, x, v)
 
     def ritz_vector(s, V):
         y = s @ V
@@ -276,7 +282,6 @@ def _hutchinson(flat_loss, loss_arrays, x, zs):
     f = flat_loss.bind(loss_arrays)
 
     def quad(z):
-        with jax.default_matmul_precision("highest"):
-            return jnp.vdot(z, jax.jvp(jax.grad(f), (x,), (z,))[1])
+        return jnp.vdot(z, _hvp_full_precision(f, x, z), precision=lax.Precision.HIGHEST)
 
     return jnp.mean(lax.map(quad, zs))

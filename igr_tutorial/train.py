@@ -308,9 +308,7 @@ def train_sweep(
     if len(devices) > 1:
         final, recs = _sharded_runs(init_params, per_run, arrays, lr_arr, mu_arr, keys, target, static, devices)
     elif mode == "vmap":
-        in_axes = (0 if per_run else None, None, 0, 0, 0, None)
-        run = jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static), in_axes=in_axes)
-        final, recs = run(init_params, arrays, lr_arr, mu_arr, keys, target)
+        final, recs = _vmapped_runs(static, per_run)(init_params, arrays, lr_arr, mu_arr, keys, target)
     else:
         outs = []
         for i in range(k):
@@ -319,6 +317,13 @@ def train_sweep(
         final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
         recs = jnp.stack([o[1] for o in outs])
     return final, _history(recs, record_every)
+
+
+def _vmapped_runs(static: dict, per_run: bool):
+    """``_train`` vmapped over runs: ``(params, arrays, lr, μ, key, target) -> (final, records)``, the
+    parameters per run when ``per_run`` (else shared), the data and the target loss shared."""
+    return jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static),
+                    in_axes=(0 if per_run else None, None, 0, 0, 0, None))
 
 
 def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, devices):
@@ -339,10 +344,8 @@ def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, 
     mesh = Mesh(np.asarray(devices), ("runs",))
     run_args = (lrs, mus, keys)
     params = jax.tree.map(padded, init_params) if per_run else init_params
-    body = jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static),
-                    in_axes=(0 if per_run else None, None, 0, 0, 0, None))
     runs = P("runs")
-    sharded = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
+    sharded = jax.jit(jax.shard_map(_vmapped_runs(static, per_run), mesh=mesh, in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
                                     out_specs=(runs, runs), check_vma=False))
     final, recs = sharded(params, arrays, *(padded(x) for x in run_args), target)
     return jax.tree.map(lambda x: x[:k], final), recs[:k]
