@@ -45,6 +45,7 @@ def test_offline_check_of_an_empty_cache_fails_and_says_what_to_run(monkeypatch,
         assets.ensure_assets(offline=True)
 
 
+@pytest.mark.network
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm and the npm registry")
 def test_a_tarball_with_another_digest_is_refused(tmp_path):
     wrong = dataclasses.replace(assets.REQUIREJS, integrity="sha512-" + "A" * 86 + "==")
@@ -52,6 +53,7 @@ def test_a_tarball_with_another_digest_is_refused(tmp_path):
         assets.npm_pack(wrong, tmp_path)
 
 
+@pytest.mark.network
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm and the npm registry")
 def test_fetched_files_verify_and_a_changed_file_is_detected(monkeypatch, tmp_path):
     static = assets.ensure_assets()  # the real cache: fetched once, as the book build does

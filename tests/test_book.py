@@ -1,5 +1,11 @@
-"""The whole book builds, executing every chapter, with warnings as errors (`-W -n --keep-going`), and the
-built book is what readers should get.
+"""The whole book builds with warnings as errors (`-W -n --keep-going`), and the built book is what readers
+should get.
+
+The suite executes each chapter once: tests/test_colab.py runs every chapter under nbval (a fresh execution,
+compared with the stored outputs), so this build renders the chapters from those stored outputs
+(`nb_execution_excludepatterns`) and executes only the other notebook pages (the Performance page and the
+instructor guide). It uses the book's own `_config.yml`, with that one change, through a temporary copy beside it
+(the extensions' paths are relative to the configuration file). The README's first command executes everything.
 
 The build goes to `_build/html`, the same place as the README's first command, with `--all` so that no
 page is skipped as unchanged (a skipped page would hide its warnings). The same build is then checked as
@@ -30,12 +36,35 @@ from _repo import ROOT, chapter_notebooks, toc_files
 
 HTML = ROOT / "_build" / "html"
 
+# The build fetches the pinned web assets with npm when they are not cached, and the browser checks install
+# Chromium with apt-get when it is missing.
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+#: Notebooks the suite's build renders from their stored outputs: the chapters, which nbval executes.
+STORED_OUTPUTS = ["book/0*.ipynb"]
+
+
+def stored_outputs_config() -> str:
+    """`_config.yml` with the chapters excluded from execution, every other setting unchanged."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "force", "the README's build must execute every notebook"
+    config["execute"]["exclude_patterns"] = STORED_OUTPUTS
+    return yaml.safe_dump(config, sort_keys=False)
+
 
 @pytest.fixture(scope="module")
-def build():
+def build(tmp_path_factory):
     exe = pathlib.Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    config = ROOT / f"_config.suite-{tmp_path_factory.getbasetemp().name}.yml"  # beside _config.yml; removed below
+    config.write_text(stored_outputs_config())
+    try:
+        cmd = [str(exe), "build", str(ROOT), "--config", str(config), "--all", "-W", "-n", "--keep-going"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    finally:
+        config.unlink()
     log = proc.stdout + proc.stderr
     return proc.returncode, log
 
@@ -187,13 +216,30 @@ def test_status_page_reports_this_build(build):
     text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", raw)))
     assert 'class="igr-build-status igr-exec-times' in raw, "status page: no table of execution times"
     table = raw[raw.index("igr-exec-times") :]
-    for nb in chapter_notebooks():
+    for nb in sorted((ROOT / "book").glob("*.ipynb")):
         row = re.search(rf'href="{re.escape(nb.stem)}\.html.*?</tr>', table, re.S)
         seconds = row and re.search(r"<p>(\d+\.\d)</p>", row.group(0))
         assert seconds and "<p>ok</p>" in row.group(0), f"status page: no execution time for {nb.stem}"
+        # The chapters come from their stored outputs (nbval executes them); the other pages from this build.
+        how = "stored outputs, executed 20" if nb.name.startswith("0") else "this build (direct)"
+        assert how in row.group(0), f"status page: {nb.stem} should say it was executed by {how!r}"
+    assert "The test suite checks stored outputs against a fresh execution" in text
     for dist in ("jax", "jaxlib", "numpy", "jupyter-book"):
         assert f" {dist} {importlib.metadata.version(dist)} " in text, f"status page: {dist} version missing"
     assert re.search(r"Device (CPU|GPU|TPU)", text), "status page: the device is missing"
+
+
+def test_the_suite_build_changes_only_which_notebooks_execute():
+    """The suite's configuration is the README build's, with the chapters excluded from execution."""
+    import yaml
+
+    readme_build, suite_build = yaml.safe_load((ROOT / "_config.yml").read_text()), yaml.safe_load(stored_outputs_config())
+    assert suite_build["execute"].pop("exclude_patterns") == STORED_OUTPUTS
+    assert "exclude_patterns" not in readme_build["execute"] and suite_build == readme_build
+    chapters = chapter_notebooks()
+    assert chapters and all(pathlib.PurePosixPath(nb.relative_to(ROOT).as_posix()).match(STORED_OUTPUTS[0]) for nb in chapters)
+    others = [nb for nb in (ROOT / "book").glob("*.ipynb") if nb not in chapters]
+    assert others and not any(pathlib.PurePosixPath(nb.relative_to(ROOT).as_posix()).match(STORED_OUTPUTS[0]) for nb in others)
 
 
 # --- The book as readers see it: every chapter page in a real browser (headless Chromium) ------------------------
