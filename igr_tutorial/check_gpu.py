@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -123,7 +122,7 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
     report as JSON to ``out`` and return it."""
     import jax
 
-    from .experiments import data_source, select_size
+    from .experiments import data_source, device_info, select_size
 
     book = pathlib.Path(book)
     notebooks = sorted(book.glob("[0-9][0-9]_*.ipynb"))
@@ -133,15 +132,15 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
         raise ValueError(f"no chapter notebooks (NN_*.ipynb) in {book}{' matching ' + str(list(chapters)) if chapters else ''}: "
                          "run from the repository root or pass --book.")
     size_name = select_size(size).name
-    dev = jax.devices()[0]
-    kind = getattr(dev, "device_kind", str(dev))
+    info = device_info()
+    kind = info["device_kind"]
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "backend": jax.default_backend(),
+        "backend": info["backend"],
         "device": kind,
-        "device_count": jax.device_count(),
-        "jax_version": jax.__version__,
-        "python": platform.python_version(),
+        "device_count": info["device_count"],
+        "jax_version": info["jax_version"],
+        "python": info["python"],
         "size": size_name,
         "data": data_source(select_size(size_name)),
         "precision": {

@@ -95,19 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device_info() -> dict[str, Any]:
-    import jax
-
-    dev = jax.devices()[0]
-    return {
-        "backend": jax.default_backend(),
-        "device": str(dev),
-        "device_kind": getattr(dev, "device_kind", "unknown"),
-        "device_count": jax.device_count(),
-        "jax_version": jax.__version__,
-    }
-
-
 def _json_safe(x: Any) -> Any:
     """Non-finite floats as ``None`` (strict JSON), tuples as lists."""
     if isinstance(x, dict):
@@ -145,7 +132,7 @@ def run_figures(names: Sequence[str], size_name: str | None, out: pathlib.Path, 
     from . import experiments, figures
 
     size = experiments.select_size(size_name)
-    info = _device_info()
+    info = experiments.device_info()
     progress(f"size {size.name!r} ({'--size' if size_name else _default_size_reason()}) on "
              f"{info['backend']} ({info['device']}), jax {info['jax_version']}")
     out.mkdir(parents=True, exist_ok=True)

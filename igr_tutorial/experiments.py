@@ -186,6 +186,26 @@ def data_source(size: ExperimentSize) -> str:
     return f"{size.dataset}, downloaded from its original files and SHA-256 verified"
 
 
+def device_info() -> dict[str, Any]:
+    """Where a result is computed: JAX's backend, its first device (``str`` and kind), the device count and the
+    versions of JAX and Python.
+
+    The one machine report of the package: the figure records of ``python -m igr_tutorial figure``, the report of
+    ``check-gpu`` and the repository's benchmarks (``python -m benchmarks``) all include it.
+    """
+    import platform
+
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": str(dev),
+        "device_kind": getattr(dev, "device_kind", "unknown"),
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def layer_sizes(data: Dataset, width: int, depth: int) -> list[int]:
     return [data.x_train.shape[1]] + [width] * depth + [data.num_classes]
 

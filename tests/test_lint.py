@@ -1,4 +1,4 @@
-"""The package, the tests, the tools and the book's Sphinx extensions pass ruff with the configuration in pyproject.toml."""
+"""The package, the tests, the tools, the benchmarks and the book's Sphinx extensions pass ruff with the configuration in pyproject.toml."""
 
 import subprocess
 import sys
@@ -7,6 +7,6 @@ from _repo import ROOT
 
 
 def test_ruff_finds_nothing():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "igr_tutorial", "tests", "tools", "book/_ext"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "igr_tutorial", "tests", "tools", "benchmarks", "book/_ext"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
