@@ -199,6 +199,9 @@ def test_the_changelog_has_notes_for_the_next_release_or_a_section_per_tag():
     """CHANGELOG.md records what each version changed: the release tool needs its `## Unreleased` heading."""
     text = (ROOT / "CHANGELOG.md").read_text()
     assert "## Unreleased" in text
+    tags = subprocess.run(["git", "tag", "--list", "v*"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for tag in tags:  # none in a shallow CI checkout; every release made here
+        assert re.search(rf"^## {re.escape(tag[1:])} — ", text, re.M), f"CHANGELOG.md has no section for {tag}"
     with pytest.raises(release.ReleaseError, match="nothing under"):
         release.changelog_with_release("# Changelog\n\n## Unreleased\n\n## 0.1.0 — 2026-01-01\n\n- x\n", "0.2.0",
                                        datetime.date(2026, 2, 1))
