@@ -27,9 +27,10 @@ import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
+import yaml
 
 from _browser import Browser, install_chromium
 from _repo import ROOT, chapter_notebooks, toc_files
@@ -47,12 +48,27 @@ STORED_OUTPUTS = ["book/0*.ipynb"]
 
 def stored_outputs_config() -> str:
     """`_config.yml` with the chapters excluded from execution, every other setting unchanged."""
-    import yaml
-
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "force", "the README's build must execute every notebook"
     config["execute"]["exclude_patterns"] = STORED_OUTPUTS
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _venv_named_venv() -> pathlib.Path | None:
+    """A virtual environment named `venv` in the repository, as many readers make one, whose site-packages holds
+    a package with a README and a LICENSE (the files Sphinx would collect as pages if the build looked there).
+    Returns it, to be removed after the build, or None when the repository already has a `venv`."""
+    import venv
+
+    root = ROOT / "venv"
+    if root.exists():
+        return None
+    venv.EnvBuilder(with_pip=False).create(root)
+    (site,) = root.glob("lib/python*/site-packages")
+    (site / "somepackage").mkdir()
+    for name in ("README.md", "LICENSE.md", "index.ipynb"):
+        (site / "somepackage" / name).write_text("# A page the book must not collect\n")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +76,14 @@ def build(tmp_path_factory):
     exe = pathlib.Path(sys.executable).parent / "jupyter-book"
     config = ROOT / f"_config.suite-{tmp_path_factory.getbasetemp().name}.yml"  # beside _config.yml; removed below
     config.write_text(stored_outputs_config())
+    decoy = _venv_named_venv()
     try:
         cmd = [str(exe), "build", str(ROOT), "--config", str(config), "--all", "-W", "-n", "--keep-going"]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     finally:
         config.unlink()
+        if decoy:
+            shutil.rmtree(decoy)
     log = proc.stdout + proc.stderr
     return proc.returncode, log
 
@@ -80,6 +99,10 @@ def test_book_builds_with_warnings_as_errors(build):
 def test_every_page_is_built(build):
     for entry in toc_files():
         assert (HTML / f"{entry}.html").exists(), f"{entry}.html missing from the build"
+    # The build ran with a virtual environment named `venv` in the repository (unless one was there already):
+    # nothing of it, nor of any site-packages, became a page.
+    leaked = [p for p in HTML.rglob("*") if p.name in ("venv", ".venv", "site-packages", "somepackage")]
+    assert not leaked, f"the build collected a virtual environment's files: {leaked[:5]}"
 
 
 @pytest.mark.parametrize("nb", chapter_notebooks(), ids=lambda p: p.stem)
@@ -91,7 +114,6 @@ def test_chapter_page_shows_figures_exercises_and_colab_link(build, nb):
     for src in figures:
         assert (HTML / "book" / html.unescape(src)).resolve().exists(), f"{nb.stem}: broken image {src}"
     assert "exercise admonition" in page, f"{nb.stem}: exercises not rendered"
-    assert "colab.research.google.com/github/" in page and f"/blob/main/book/{nb.stem}.ipynb" in page
 
 
 # --- The built HTML, read as files: links, alt text, no resource from a CDN, the status page -----------------
@@ -231,8 +253,6 @@ def test_status_page_reports_this_build(build):
 
 def test_the_suite_build_changes_only_which_notebooks_execute():
     """The suite's configuration is the README build's, with the chapters excluded from execution."""
-    import yaml
-
     readme_build, suite_build = yaml.safe_load((ROOT / "_config.yml").read_text()), yaml.safe_load(stored_outputs_config())
     assert suite_build["execute"].pop("exclude_patterns") == STORED_OUTPUTS
     assert "exclude_patterns" not in readme_build["execute"] and suite_build == readme_build
@@ -240,6 +260,70 @@ def test_the_suite_build_changes_only_which_notebooks_execute():
     assert chapters and all(pathlib.PurePosixPath(nb.relative_to(ROOT).as_posix()).match(STORED_OUTPUTS[0]) for nb in chapters)
     others = [nb for nb in (ROOT / "book").glob("*.ipynb") if nb not in chapters]
     assert others and not any(pathlib.PurePosixPath(nb.relative_to(ROOT).as_posix()).match(STORED_OUTPUTS[0]) for nb in others)
+
+
+# --- The rendered book links correctly once published: launch, repository and download buttons ---------------
+# The expected links are computed from `_config.yml` (read with a YAML parser) and checked on the built HTML:
+# - "Launch on Colab": `{colab_url}/github/{owner}/{repo}/blob/{branch}/{path_to_book}book/NN_name.ipynb`, one per
+#   chapter page, pointing at a notebook that exists at that path in the repository, on the branch CI deploys from;
+# - the repository button: `repository.url`;
+# - the download button: the chapter's `.ipynb`, the same notebook as the source.
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self.anchors.append({k: v or "" for k, v in attrs})
+
+
+def _anchors(page: pathlib.Path) -> list[dict[str, str]]:
+    parser = _Links()
+    parser.feed(page.read_text())
+    return parser.anchors
+
+
+def test_the_repository_settings_name_a_github_repository_and_the_deployed_branch():
+    repo = _config()["repository"]
+    parts = urlsplit(repo["url"])
+    assert parts.scheme == "https" and parts.netloc == "github.com" and len(parts.path.strip("/").split("/")) == 2, (
+        f"repository.url must be https://github.com/<owner>/<repo>, not {repo['url']!r}: Colab opens GitHub paths")
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    on = workflow.get("on", workflow.get(True))
+    assert on["push"]["branches"] == [repo["branch"]], "the launch buttons must open the branch CI deploys from"
+
+
+@pytest.mark.parametrize("nb", chapter_notebooks(), ids=lambda p: p.stem)
+def test_chapter_page_links_to_colab_the_repository_and_its_notebook(build, nb):
+    config = _config()
+    repo, colab = config["repository"], config["launch_buttons"]["colab_url"].rstrip("/")
+    owner_repo = urlsplit(repo["url"]).path.strip("/")
+    path_in_repo = f"{repo.get('path_to_book', '') or ''}".strip("/")
+    notebook_path = "/".join(p for p in (path_in_repo, "book", nb.name) if p)
+    assert (ROOT / notebook_path).resolve() == nb.resolve(), f"{notebook_path} is not the chapter's path in the repository"
+
+    page = HTML / "book" / f"{nb.stem}.html"
+    anchors = _anchors(page)
+
+    launches = [a["href"] for a in anchors if a.get("href", "").startswith(colab)]
+    expected = f"{colab}/github/{owner_repo}/blob/{repo['branch']}/{notebook_path}"
+    assert launches == [expected], f"{page.name}: Colab launch links {launches}, expected [{expected!r}]"
+
+    repository = [a["href"] for a in anchors if "btn-source-repository-button" in a.get("class", "")]
+    assert repository == [repo["url"]], f"{page.name}: repository button {repository}, expected {repo['url']!r}"
+
+    downloads = [a["href"] for a in anchors if "btn-download-source-button" in a.get("class", "")]
+    assert len(downloads) == 1 and downloads[0].endswith(f"/{nb.name}"), f"{page.name}: download button {downloads}"
+    target = pathlib.Path(urlsplit(urljoin(page.as_uri(), downloads[0])).path)
+    assert target.is_file(), f"{page.name}: the download button points at {target}, which the build did not write"
+    assert json.loads(target.read_text())["cells"] == json.loads(nb.read_text())["cells"], (
+        f"{page.name}: the downloadable notebook is not the chapter's notebook")
 
 
 # --- The book as readers see it: every chapter page in a real browser (headless Chromium) ------------------------

@@ -1,10 +1,24 @@
-"""Every chapter runs in a fresh, Colab-like environment from the built wheel, and matches its stored outputs.
+"""Colab, offline: the chapters' own setup cell installs the tagged release into a fresh environment, where every
+module imports and every chapter runs and matches its stored outputs.
 
-The package is built into a wheel and installed, with its dependencies pinned to requirements.txt, into a new
-virtual environment that holds nothing of the source tree; the chapters are copied out of the repository and
-run there under nbval (`--nbval`: stored text outputs are compared with a fresh run), each nbval process pinned to
-one CPU core.
-Their first cell finds the package installed and does nothing, exactly as in Colab after the install."""
+What Colab runs is the first code cell of a chapter: when `igr_tutorial` is missing, it runs
+`pip install "igr-tutorial @ git+<repository.url>@v<version>"`. The fixture runs exactly that cell's code, with one
+substitution: `repository.url` (read from _config.yml) becomes the `file://` URL of a local clone of this repository,
+tagged `v<version>`. The URL names the host, `file://localhost/<path>`: a `name @ url` requirement's URL must have
+one (pip rejects `git+file:///<path>` there as "Invalid URL"), and git reads both forms alike. So it checks, minus
+GitHub, that the tag the chapters pin installs and imports.
+
+- The clone is `git clone` of this repository plus, committed on top, any uncommitted change of the working tree
+  (tracked and untracked files that git does not ignore), so the test checks the code under test, not the last commit.
+- The virtual environment is fresh and does not see the repository (no system site-packages, no PYTHONPATH, run
+  from an empty folder). Importing the package imports jax, diffrax, equinox…, so pip resolves its dependencies from
+  the package registry, pinned to requirements.txt through `PIP_CONSTRAINT` (the versions the book is tested with,
+  which pip's cache usually serves; Colab keeps its own instead). Then only what runs notebooks (pytest, nbval,
+  ipykernel, nbclient) is added.
+- The chapters are copied out of the repository and run there under nbval (`--nbval`: stored text outputs are
+  compared with a fresh run), each nbval process pinned to one CPU core. Their setup cell finds the package
+  installed and does nothing, exactly as in Colab after the install. This is the suite's only execution of the
+  chapters: tests/test_book.py renders their stored outputs."""
 
 from __future__ import annotations
 
@@ -13,14 +27,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import venv
 
 import pytest
+import yaml
 
-from _repo import ROOT, chapter_notebooks, project_version
+from _repo import ROOT, cell_source, chapter_notebooks, load_notebook, project_version
 
-TOOLS = ["pytest", "nbval", "ipykernel", "nbclient"]  # what runs the notebooks; the rest comes with the wheel
+TOOLS = ["pytest", "nbval", "ipykernel", "nbclient"]  # what runs the notebooks; the rest comes with the package
 
 
 def run(cmd, **kw):
@@ -29,44 +43,112 @@ def run(cmd, **kw):
     return proc
 
 
+def _working_tree_files(repo) -> set[str]:
+    out = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo).stdout
+    return {name for name in out.split("\0") if name and (repo / name).is_file()}
+
+
+def _clone_of_the_working_tree(clone) -> str:
+    """Clone ROOT, commit its uncommitted state on top, tag `v<version>`; return the tagged commit."""
+    run(["git", "clone", "-q", "--no-hardlinks", ROOT, clone])
+    wanted, present = _working_tree_files(ROOT), _working_tree_files(clone)
+    for name in present - wanted:
+        (clone / name).unlink()
+    for name in wanted:
+        source, target = ROOT / name, clone / name
+        if not target.is_file() or target.read_bytes() != source.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    run([*git, "add", "-A"], cwd=clone)
+    if run(["git", "status", "--porcelain"], cwd=clone).stdout.strip():
+        run([*git, "commit", "-q", "-m", "the working tree under test"], cwd=clone)
+    run([*git, "tag", "-f", "-a", f"v{project_version()}", "-m", "test release"], cwd=clone)
+    return run(["git", "rev-parse", f"v{project_version()}^{{commit}}"], cwd=clone).stdout.strip()
+
+
+def _file_url(path) -> str:
+    return "file://localhost" + path.as_uri().removeprefix("file://")
+
+
+def _setup_cell() -> str:
+    cells = {cell_source(next(c for c in load_notebook(nb)["cells"] if c["cell_type"] == "code"))
+             for nb in chapter_notebooks()}
+    assert len(cells) == 1, "the chapters' setup cells differ: run tools/setup_cell.py"
+    return cells.pop()
+
+
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
+    if not (ROOT / ".git").exists():
+        pytest.skip("the repository is not a git clone (no .git): the install path needs one")
     tmp = tmp_path_factory.mktemp("colab")
-    run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist"])
-    wheels = list((tmp / "dist").glob("igr_tutorial-*.whl"))
-    assert len(wheels) == 1 and f"-{project_version()}-" in wheels[0].name
-    venv.EnvBuilder(with_pip=True).create(tmp / "venv")
+    clone = tmp / "igr-tutorial"
+    commit = _clone_of_the_working_tree(clone)
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    cell = _setup_cell()
+    remote = f"git+{url}@v{project_version()}"
+    assert cell.count(remote) == 1, f"the setup cell does not install {remote!r}:\n{cell}"
+    local = cell.replace(f"git+{url}@", f"git+{_file_url(clone)}@")
+
+    venv.EnvBuilder(with_pip=True, system_site_packages=False).create(tmp / "venv")
     py = tmp / "venv" / "bin" / "python"
     pins = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith(("#", "-e"))]
     (tmp / "constraints.txt").write_text("\n".join(pins) + "\n")
-    run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", wheels[0], *TOOLS])
+    work = tmp / "colab"  # an empty working folder, like Colab's /content
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+    env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    run([py, "-c", local], cwd=work, env={**env, "PIP_CONSTRAINT": str(tmp / "constraints.txt")}, timeout=1200)
+    run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", *TOOLS], cwd=work, env=env, timeout=1200)
     book = tmp / "book"
     book.mkdir()
     for nb in chapter_notebooks():
         shutil.copy2(nb, book / nb.name)
-    return tmp, py, book
+    return {"tmp": tmp, "clone": clone, "commit": commit, "py": py, "work": work, "env": env, "cell": local,
+            "book": book}
 
 
 @pytest.mark.network
-def test_the_wheel_is_installed_not_the_source_tree(colab):
-    tmp, py, book = colab
-    out = run([py, "-c", "import igr_tutorial; print(igr_tutorial.__file__, igr_tutorial.__version__)"], cwd=book).stdout
-    path, version = out.split()
-    assert str(ROOT) not in path and "site-packages" in path
-    assert version == project_version()  # the version every chapter's setup cell pins (test_chapters.py)
+def test_the_setup_cell_installs_the_tag_and_the_package_imports_with_its_version(colab):
+    code = ("import json, importlib.metadata as m, igr_tutorial\n"
+            "d = m.distribution('igr-tutorial')\n"
+            "print(json.dumps({'file': igr_tutorial.__file__, 'version': igr_tutorial.__version__,\n"
+            "                  'metadata': d.version, 'direct_url': json.loads(d.read_text('direct_url.json'))}))")
+    out = json.loads(run([colab["py"], "-c", code], cwd=colab["work"], env=colab["env"]).stdout)
+    site = colab["tmp"] / "venv" / "lib"
+    assert out["file"].startswith(str(site)) and "site-packages" in out["file"], out["file"]
+    assert out["version"] == out["metadata"] == project_version()
+    direct = out["direct_url"]
+    assert direct["url"] == _file_url(colab["clone"]), direct
+    assert direct["vcs_info"]["vcs"] == "git" and direct["vcs_info"]["requested_revision"] == f"v{project_version()}"
+    assert direct["vcs_info"]["commit_id"] == colab["commit"], "pip installed another commit than the tag's"
+
+@pytest.mark.network
+def test_the_installed_package_is_the_working_tree_code(colab):
+    """The clone carries the working tree: the installed modules are byte for byte this repository's."""
+    code = "import igr_tutorial, pathlib; print(pathlib.Path(igr_tutorial.__file__).parent)"
+    package = run([colab["py"], "-c", code], cwd=colab["work"], env=colab["env"]).stdout.strip()
+    for source in (ROOT / "igr_tutorial").glob("*.py"):
+        installed_file = os.path.join(package, source.name)
+        assert open(installed_file, "rb").read() == source.read_bytes(), f"{source.name} differs from the working tree"
+
+@pytest.mark.network
+def test_the_setup_cell_does_nothing_once_the_package_is_present(colab):
+    """Run again, the cell must not call pip: an index that cannot be reached and a missing constraints file
+    would make any pip install fail."""
+    env = {**colab["env"], "PIP_NO_INDEX": "1", "PIP_CONSTRAINT": str(colab["tmp"] / "missing.txt")}
+    proc = run([colab["py"], "-c", colab["cell"]], cwd=colab["work"], env=env)
+    assert proc.stdout == proc.stderr == ""
 
 
 @pytest.mark.network
 def test_the_wheel_only_sets_floors_so_colab_keeps_its_own_versions(colab):
     """Colab ships jax, numpy and matplotlib; installing the book's package must not downgrade them. Every
-    dependency in the wheel's metadata is a lower bound (`>=`), never a pin or a ceiling."""
-    import zipfile
-
-    tmp, _, _ = colab
-    (wheel,) = (tmp / "dist").glob("igr_tutorial-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    requires = [l.split(":", 1)[1].strip() for l in meta.splitlines() if l.startswith("Requires-Dist:")]
+    dependency in the installed wheel's metadata is a lower bound (`>=`), never a pin or a ceiling."""
+    code = "import importlib.metadata as m, json; print(json.dumps(m.distribution('igr-tutorial').requires))"
+    requires = json.loads(run([colab["py"], "-c", code], cwd=colab["work"], env=colab["env"]).stdout)
     names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requires}
     assert {"jax", "numpy", "matplotlib"} <= names, requires
     for req in requires:
@@ -80,16 +162,16 @@ def test_the_wheel_only_sets_floors_so_colab_keeps_its_own_versions(colab):
 def test_every_module_of_the_wheel_imports_with_only_its_declared_dependencies(colab):
     """The wheel holds what readers import: every module loads in an environment that has only the wheel's
     dependencies (no Sphinx, no docutils, no yaml, no jupyter-book), as in Colab."""
-    tmp, py, book = colab
     code = ("import importlib, pkgutil, igr_tutorial\n"
             "names = [m.name for m in pkgutil.iter_modules(igr_tutorial.__path__) if m.name != '__main__']\n"
             "for n in names: importlib.import_module('igr_tutorial.' + n)\n"
             "import importlib.util as u\n"
             "print(' '.join(sorted(names)), all(u.find_spec(x) is None for x in ('sphinx', 'docutils', 'yaml')))")
-    out = run([py, "-c", code], cwd=book).stdout.split()
+    out = run([colab["py"], "-c", code], cwd=colab["work"], env=colab["env"]).stdout.split()
     modules, clean = out[:-1], out[-1]
     assert clean == "True", "the Colab-like environment has Sphinx, docutils or yaml: the test would prove nothing"
-    assert not {"assets", "sphinx_status", "student"} & set(modules), modules  # tooling lives outside the wheel
+    # tooling lives outside the wheel: the Sphinx extensions, the student edition, the benchmarks
+    assert not {"assets", "sphinx_status", "student", "benchmarks"} & set(modules), modules
     assert "curvature" in modules and "experiments" in modules
 
 
@@ -142,9 +224,9 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
     This is the suite's only execution of the chapters (tests/test_book.py renders their stored outputs). The
     chapters are split into groups, one per available core (two on the project's machine), and each group runs in
     its own nbval process pinned to its own core: every kernel still sees one CPU."""
-    tmp, py, book = colab
+    tmp, py, book = colab["tmp"], colab["py"], colab["book"]
     (tmp / "pytest.ini").write_text("[pytest]\n")  # keep the repository's pytest options (xdist) out
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ""}
+    env = {**colab["env"], "JAX_PLATFORMS": "cpu"}
     cpus = sorted(os.sched_getaffinity(0))
     groups = chapter_groups(chapter_notebooks(), min(2, len(cpus)))
     procs = [
