@@ -83,15 +83,6 @@ def test_myst_roles_become_plain_markdown():
                                                "*02_backward*.")
 
 
-def _apply(nb: dict, mistakes: list[tuple[str, str]]) -> dict:
-    nb = json.loads(json.dumps(nb))
-    for old, new in mistakes:
-        hits = [c for c in nb["cells"] if c["cell_type"] == "code" and old in cell_source(c)]
-        assert len(hits) == 1, old
-        hits[0]["source"] = cell_source(hits[0]).replace(old, new)
-    return nb
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Generate the assignment on two chapters and grade three submissions: the instructor's solutions, the
@@ -105,8 +96,7 @@ def graded(tmp_path_factory):
     wrong = auto[:-1]
     (subs / f"{name}_solutions.ipynb").write_text(json.dumps(solutions))
     (subs / f"{name}_untouched.ipynb").write_text((out / "assign" / info["student"]).read_text())
-    mistakes = [assignment.load_grading(label).mistake for label in wrong]
-    (subs / f"{name}_wrong.ipynb").write_text(json.dumps(_apply(solutions, mistakes)))
+    (subs / f"{name}_wrong.ipynb").write_text(json.dumps(assignment.with_mistakes(solutions, wrong)))
     rows = assignment.grade(subs, out / "assign", out / "scores.csv", jobs=2)
     with (out / "scores.csv").open() as f:
         table = {r["submission"]: r for r in csv.DictReader(f)}

@@ -82,7 +82,7 @@ def load_grading(label: str, root: pathlib.Path = ROOT) -> Grading:
     path = grading_path(label, root)
     if not path.exists():
         raise FileNotFoundError(f"{label} is a Compute exercise but {path.relative_to(root)} does not exist: write its "
-                                "public and hidden tests there (see book/_grading/README.md).")
+                                "public and hidden tests there (see the docstring of tools/assignment.py).")
     text = path.read_text()
     tree = ast.parse(text, filename=str(path))
     values: dict = {}
@@ -245,6 +245,7 @@ def master_notebook(numbers: Iterable[int], root: pathlib.Path = ROOT) -> tuple[
         "run_tests": False,
         "solutions_pdf": False,
         "tests": {"files": True, "ok_format": False},
+        "python_version": "3.11",
     }
     chapters = [(n, chapter_path(n, root)) for n in numbers]
     titles = [_chapter_title(json.loads(p.read_text()), p.stem) for _, p in chapters]
@@ -493,6 +494,52 @@ def solutions(chapters: Iterable[int], out: pathlib.Path, root: pathlib.Path = R
     return target
 
 
+def with_mistakes(nb: dict, labels: Iterable[str], root: pathlib.Path = ROOT) -> dict:
+    """A copy of a solutions notebook with the typical wrong answer (``MISTAKE`` of the grading file) of each
+    exercise in ``labels``: a made-up submission, for tests and the instructor guide."""
+    nb = json.loads(json.dumps(nb))
+    for label in labels:
+        old, new = load_grading(label, root).mistake
+        hits = [c for c in nb["cells"] if c["cell_type"] == "code" and old in student_edition._source(c)]
+        if len(hits) != 1:
+            raise ValueError(f"the mistake of {label} ({old!r}) matches {len(hits)} cells of the notebook, not 1.")
+        hits[0]["source"] = student_edition._source(hits[0]).replace(old, new)
+    return nb
+
+
+def walkthrough(chapters: Iterable[int], out: pathlib.Path, jobs: int = 2, root: pathlib.Path = ROOT) -> dict:
+    """A real run for the instructor guide: generate the assignment, make three submissions (the solutions, the
+    untouched student notebook, the solutions with the typical mistake of every Compute exercise but the last, or
+    of the only one),
+    grade them, and write what the guide shows (points per exercise, the CSV, the hints) to ``out`` (JSON)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        ((name, info),) = generate(chapters, tmp / "assign", root).items()
+        subs = tmp / "submissions"
+        subs.mkdir()
+        solved = json.loads((tmp / "assign" / info["solutions"]).read_text())
+        auto = [e["label"] for e in info["exercises"] if e["autograded"]]
+        wrong = auto if len(auto) == 1 else auto[:-1]
+        (subs / f"{name}_alice.ipynb").write_text(json.dumps(solved))
+        shutil.copy(tmp / "assign" / info["student"], subs / f"{name}_bob.ipynb")
+        (subs / f"{name}_carol.ipynb").write_text(json.dumps(with_mistakes(solved, wrong, root)))
+        grade(subs, tmp / "assign", tmp / "scores.csv", jobs=jobs)
+        record = {
+            "assignment": name,
+            "chapters": info["chapters"],
+            "submissions": {f"{name}_alice.ipynb": "the instructor's solutions",
+                            f"{name}_bob.ipynb": "the student notebook, untouched",
+                            f"{name}_carol.ipynb": "the solutions with a typical mistake in " + ", ".join(wrong)},
+            "exercises": info["exercises"],
+            "points": info["points"],
+            "autograded_points": info["autograded_points"],
+            "scores_csv": (tmp / "scores.csv").read_text(),
+            "feedback": {p.name: p.read_text() for p in sorted((tmp / "scores.feedback").glob("*.txt"))},
+        }
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/assignment.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -509,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("solutions", help="the solution notebook of the assignment on the chapters")
     s.add_argument("chapters", type=int, nargs="+")
     s.add_argument("--out", type=pathlib.Path, default=pathlib.Path("_solutions"))
+    w = sub.add_parser("walkthrough", help="regenerate the instructor guide's walkthrough (a real run, as JSON)")
+    w.add_argument("chapters", type=int, nargs="+")
+    w.add_argument("--out", type=pathlib.Path, default=ROOT / "book" / "_grading" / "walkthrough.json")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -519,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "grade":
             rows = grade(args.submissions, args.assignments, args.out, jobs=args.jobs)
             print(f"graded {len(rows)} submission(s): {args.out} (hints in {args.out.parent / (args.out.stem + '.feedback')})")
-        else:
+        elif args.command == "solutions":
             print(f"solutions: {solutions(args.chapters, args.out)}")
+        else:
+            walkthrough(args.chapters, args.out)
+            print(f"walkthrough: {args.out}")
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return 0
