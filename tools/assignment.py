@@ -1,25 +1,31 @@
 """Graded assignments from the chapters, with otter-grader: generate, grade, solutions.
 
-    python tools/assignment.py generate 3 5 --out _assign           # student notebooks + autograder zips
+    python tools/assignment.py generate 3 --out _assign             # student notebook + autograder zip
     python tools/assignment.py grade submissions/ --assignments _assign --out scores.csv
-    python tools/assignment.py solutions 3 --out _solutions         # the instructor's solution notebooks
+    python tools/assignment.py solutions 3 --out _solutions         # the instructor's solution notebook
 
-One assignment per chapter, named ``chNN``. Its master notebook (otter's "assign" format) is built from the
-chapter notebook, never edited by hand:
+``generate 3`` makes the assignment ``ch03``; ``generate 3 5`` one assignment ``ch03-ch05`` on both chapters.
+Its master notebook (otter's "assign" format) is built from the chapter notebooks, never edited by hand:
 
-- the chapter's Colab setup cell, extended to install otter-grader and to write the public tests, so that
-  ``grader.check("ex-…")`` works in Colab as in Jupyter;
-- the chapter's code cells that the exercises' solutions need, found by following the names the solutions use
-  back to the cells that define them (plus the chapter's import cell), not the whole chapter and its long
+- the chapters' Colab setup cell, extended to install otter-grader and (in the student notebook) to write the
+  public tests, so that ``grader.check("ex-…")`` works in Colab as in Jupyter;
+- per chapter, the code cells that its exercises' solutions need, found by following the names the solutions
+  use back to the cells that define them (plus the chapter's import cell), not the whole chapter and its long
   experiments;
-- every exercise of the chapter as an otter question worth its number of stars. Compute exercises are autograded:
-  the student's cell starts from the prompt of the exercise's grading file, the solution is the chapter's gated
-  solution code, and the tests (public and hidden) are the ``public_*``/``hidden_*`` functions of
+- every exercise of the chapter as an otter question worth its number of stars. Compute exercises are
+  autograded: the student's cell starts from the prompt of the exercise's grading file, the solution is the
+  chapter's gated solution code, and the tests (public and hidden) are the ``public_*``/``hidden_*`` functions of
   ``book/_grading/<label>.py``. Derive and Explore exercises are manually graded questions whose solution is the
   chapter's worked answer.
 
-``otter assign`` turns the master into the student notebook (``chNN/student``) and the autograder zip
-(``chNN/autograder``, Gradescope-compatible). ``grade`` runs ``otter run`` (no Docker) on every submitted
+A grading file ``book/_grading/<label>.py`` holds ``ANSWER`` (what the student must define, shown under the
+exercise), ``PROMPT`` (the student's starting code), optionally ``SOLUTION`` (code appended to the chapter's
+solution to define the graded names), ``MISTAKE`` (``(old, new)``: a typical wrong answer, graded by the
+end-to-end test), and self-contained test functions ``public_*`` and ``hidden_*`` whose arguments are the names
+they read from the notebook; an ``assert``'s message is the hint the student sees.
+
+``otter assign`` turns the master into the student notebook (``<name>/student``) and the autograder zip
+(``<name>/autograder``, Gradescope-compatible). ``grade`` runs ``otter run`` (no Docker) on every submitted
 notebook and writes one row per submission, one column per exercise. Requires ``otter-grader`` (requirements.txt).
 """
 
