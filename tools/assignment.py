@@ -215,11 +215,28 @@ def setup_source(root: pathlib.Path = ROOT) -> str:
     )
 
 
+def _split_asserts(code: str) -> tuple[str, list[str]]:
+    """``code`` without its top-level ``assert`` statements, and those statements (the chapter's own checks)."""
+    lines = code.rstrip("\n").split("\n")
+    asserts, drop = [], set()
+    for node in ast.parse(_code(code)).body:
+        if isinstance(node, ast.Assert):
+            asserts.append("\n".join(lines[node.lineno - 1 : node.end_lineno]))
+            drop.update(range(node.lineno - 1, node.end_lineno))
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop), asserts
+
+
 def _solution_cell(grading: Grading, code: list[str]) -> str:
-    prompt = "\n".join(f"{line}" for line in grading.prompt.rstrip("\n").split("\n"))
-    body = "\n\n".join(c.rstrip("\n") for c in code)
+    """The student's prompt and the solution: the chapter's code, then the lines that define the graded names,
+    then the chapter's own top-level asserts (so that an answer the chapter's checks reject is still graded)."""
+    prompt = grading.prompt.rstrip("\n")
+    parts = [_split_asserts(c) for c in code]
+    body = "\n\n".join(c for c, _ in parts)
     if grading.solution:
         body += "\n\n" + grading.solution
+    checks = [a for _, asserts in parts for a in asserts]
+    if checks:
+        body += "\n\n" + "\n".join(checks)
     return f'""" # BEGIN PROMPT\n{prompt}\n""" # END PROMPT\n# BEGIN SOLUTION NO PROMPT\n{body}\n# END SOLUTION\n'
 
 
