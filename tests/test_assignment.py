@@ -159,3 +159,28 @@ def test_a_typical_mistake_loses_exactly_its_exercise_and_shows_the_hint(graded)
     assert "far from β/(1 − β)" in feedback                             # ex-ch9-transient's hint
     lost = sum(e["points"] for e in info["exercises"] if e["label"] in wrong)
     assert float(row["autograded score"]) == info["autograded_points"] - lost
+
+
+def test_the_public_checks_run_from_the_notebook_alone(graded, tmp_path):
+    """As in Colab: only the notebook, no tests folder beside it. Its first cell writes the public tests, and
+    grader.check passes a right answer and names the mistake of a wrong one."""
+    out, name, info, *_ = graded
+    nb = json.loads((out / "assign" / info["student"]).read_text())
+    (tmp_path / f"{name}.ipynb").write_text(json.dumps(nb))
+    setup, init = [cell_source(c) for c in nb["cells"] if c["cell_type"] == "code"][:2]
+    script = setup + "\n" + init + "\n" + (
+        "import jax, jax.numpy as jnp\n"
+        'jax.config.update("jax_enable_x64", True)\n'
+        "def answer(factor):\n"
+        "    return lambda loss, h: (lambda p: loss(p) + h * factor * sum(jnp.sum(g**2) for g in jax.tree.leaves(jax.grad(loss)(p))))\n"
+        "my_modified_loss = answer(1 / 4)\n"
+        'print("RIGHT", grader.check("ex-ch3-own", global_env=globals()))\n'
+        "my_modified_loss = answer(1 / 2)\n"
+        'print("WRONG", grader.check("ex-ch3-own", global_env=globals()))\n')
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    right, wrong = proc.stdout.split("WRONG")
+    assert "All test cases passed" in right
+    assert "the factor is h/4, not h/2" in wrong and "hidden" not in wrong
+    assert sorted(p.name for p in (tmp_path / "tests").glob("*.py")) == sorted(
+        f"{e['label']}.py" for e in info["exercises"] if e["autograded"])
