@@ -184,3 +184,20 @@ def test_the_public_checks_run_from_the_notebook_alone(graded, tmp_path):
     assert "the factor is h/4, not h/2" in wrong and "hidden" not in wrong
     assert sorted(p.name for p in (tmp_path / "tests").glob("*.py")) == sorted(
         f"{e['label']}.py" for e in info["exercises"] if e["autograded"])
+
+
+def test_solutions_hold_every_answer_without_markers(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "assignment.py"), "solutions", "3", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (tmp_path / "ch03-solutions.ipynb").read_text()
+    nb = json.loads(text)
+    code = "\n".join(cell_source(c) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "BEGIN PROMPT" not in code and "BEGIN SOLUTION" not in code
+    for e in student.exercises(load_notebook(assignment.chapter_path(3))):
+        for snippet in e.solution_code:
+            first = next(line for line in snippet.splitlines() if line.strip())
+            assert json.dumps(first, ensure_ascii=False)[1:-1] in text, f"{e.label}: its solution is missing"
+        if e.solution_markdown:
+            line = next(l for l in e.solution_markdown.splitlines() if len(l) > 30 and "{" not in l)
+            assert json.dumps(line, ensure_ascii=False)[1:-1] in text, f"{e.label}: its worked answer is missing"

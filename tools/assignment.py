@@ -512,9 +512,20 @@ def solutions(chapters: Iterable[int], out: pathlib.Path, root: pathlib.Path = R
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ((name, info),) = generate(chapters, pathlib.Path(tmp), root).items()
-        target = out / f"{name}-solutions.ipynb"
-        shutil.copy(pathlib.Path(tmp) / info["solutions"], target)
+        nb = json.loads((pathlib.Path(tmp) / info["solutions"]).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["source"] = _without_markers(student_edition._source(cell))
+    target = out / f"{name}-solutions.ipynb"
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return target
+
+
+def _without_markers(src: str) -> str:
+    """A solution cell without otter's markers and the student's prompt (for the instructor's reading copy)."""
+    src = re.sub(r'""" # BEGIN PROMPT\n.*?""" # END PROMPT\n', "", src, flags=re.S)
+    return "\n".join(line for line in src.split("\n")
+                     if line.strip() not in ("# BEGIN SOLUTION NO PROMPT", "# BEGIN SOLUTION", "# END SOLUTION"))
 
 
 def with_mistakes(nb: dict, labels: Iterable[str], root: pathlib.Path = ROOT) -> dict:
