@@ -18,6 +18,7 @@ import importlib.util
 
 _spec = importlib.util.spec_from_file_location("student_edition", ROOT / "tools" / "student_edition.py")
 student = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = student  # dataclasses look their module up there
 _spec.loader.exec_module(student)
 
 CHAPTERS = chapter_notebooks()
@@ -175,3 +176,27 @@ def test_every_check_an_exercise_names_exists_and_the_checks_are_used():
             assert hasattr(checks, check), f"{label} names {check}, which igr_tutorial.checks lacks"
             used[label] = check
     assert used.get("ex-ch3-own") == "check_modified_loss", used
+
+
+def test_exercises_reads_kind_points_and_both_kinds_of_solution():
+    """The parser the assignment tool shares: header fields, {solution} prose, gated prose and code cells."""
+    nb = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source":
+         "```{exercise} Derive · ★ · 10 min — By hand\n:label: ex-a\nShow it.\n```\n\n"
+         "```{solution} ex-a\n:class: dropdown\nBecause.\n```\n\n"
+         "```{exercise} Derive and Compute · ★★ · 15 min — In code\n:label: ex-b\nCompute it.\n```\n"
+         "````{solution-start} ex-b\n:class: dropdown\n````\nThe code below."},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "answer = 1"},
+        {"cell_type": "markdown", "metadata": {}, "source": "````{solution-end}\n````\nAfter."},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "public = 2"},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    a, b = student.exercises(nb)
+    assert (a.label, a.kind, a.stars, a.minutes, a.title, a.body) == ("ex-a", "Derive", 1, 10, "By hand", "Show it.")
+    assert a.solution_markdown == "Because." and a.solution_code == [] and not a.autograded
+    assert (b.kind, b.stars, b.autograded) == ("Derive and Compute", 2, True)
+    assert b.solution_markdown == "The code below." and b.solution_code == ["answer = 1"]
+
+
+def test_the_chapters_have_eleven_autograded_exercises():
+    per_chapter = [sum(e.autograded for e in student.exercises(load_notebook(p))) for p in CHAPTERS]
+    assert per_chapter == [1, 2, 1, 1, 1, 1, 1, 1, 2], per_chapter

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import pathlib
 import re
@@ -51,6 +52,84 @@ def exercise_checks(nb: dict) -> dict[str, str]:
         if names:
             found[m.group(2)] = names[0]
     return found
+
+
+#: The header of an exercise directive: ``{exercise} Kind · ★★ · 15 min — Title`` then ``:label: ex-…``.
+EXERCISE_HEADER = re.compile(
+    r"^(?P<marker>`{3,}|:{3,})\{exercise\}\s*(?P<kind>[A-Za-z ]+?) · (?P<stars>★+) · (?P<minutes>\d+) min — "
+    r"(?P<title>[^\n]*)\n:label:\s*(?P<label>\S+)\n(?P<body>.*?)^(?P=marker)\s*$",
+    re.S | re.M,
+)
+
+
+@dataclasses.dataclass
+class Exercise:
+    """One exercise of a chapter, as its directive and its solution state it.
+
+    ``kind`` is the classification in the title (Derive, Compute, Explore, or a combination such as
+    "Derive and Compute"); ``solution_markdown`` is the prose of its solution; ``solution_code`` the sources of
+    the code cells of a gated solution (``{solution-start}`` … ``{solution-end}``), in order."""
+
+    label: str
+    kind: str
+    stars: int
+    minutes: int
+    title: str
+    body: str
+    solution_markdown: str = ""
+    solution_code: list[str] = dataclasses.field(default_factory=list)
+    cell: int = 0  # index of the markdown cell holding the directive
+
+    @property
+    def autograded(self) -> bool:
+        """Compute exercises are graded by code; Derive and Explore answers are read by a person."""
+        return "Compute" in self.kind.split()
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def exercises(nb: dict) -> list[Exercise]:
+    """Every exercise of notebook ``nb``, with its solution (prose and gated code), in the chapter's order."""
+    found: dict[str, Exercise] = {}
+    inside: str | None = None
+    for index, cell in enumerate(nb["cells"]):
+        src = _source(cell)
+        if cell["cell_type"] == "code":
+            if inside is not None:
+                found[inside].solution_code.append(src)
+            continue
+        for m in EXERCISE_HEADER.finditer(src):
+            found[m["label"]] = Exercise(m["label"], m["kind"].strip(), len(m["stars"]), int(m["minutes"]),
+                                         m["title"].strip(), m["body"].strip("\n"), cell=index)
+        lines, i = src.split("\n"), 0
+        while i < len(lines):
+            m = FENCE.match(lines[i].strip())
+            if inside is None and m and m["name"] == "solution":
+                j = _skip_block(lines, i, m["marker"])
+                body = [line for line in lines[i + 1 : j - 1] if not line.startswith(":class:")]
+                if m["label"] in found:
+                    found[m["label"]].solution_markdown = "\n".join(body).strip("\n")
+                i = j
+            elif inside is None and m and m["name"] == "solution-start":
+                inside = m["label"]
+                if inside not in found:
+                    raise ValueError(f"a {{solution-start}} names {inside}, which no exercise above it defines.")
+                i = _skip_block(lines, i, m["marker"])
+            elif inside is not None and m and m["name"] == "solution-end":
+                inside = None
+                i = _skip_block(lines, i, m["marker"])
+            else:
+                if inside is not None:
+                    ex = found[inside]
+                    ex.solution_markdown = (ex.solution_markdown + "\n" + lines[i]) if ex.solution_markdown else lines[i]
+                i += 1
+    if inside is not None:
+        raise ValueError(f"a {{solution-start}} for {inside} has no matching {{solution-end}}.")
+    for ex in found.values():
+        ex.solution_markdown = ex.solution_markdown.strip("\n")
+    return list(found.values())
 
 
 def stub_source(label: str, check: str | None = None) -> str:
