@@ -103,6 +103,7 @@ def graded(tmp_path_factory):
     return out, name, info, table, wrong, rows
 
 
+@pytest.mark.slow
 def test_the_assignment_lists_every_exercise_with_its_points(graded):
     out, name, info, *_ = graded
     labels = [e.label for n in E2E_CHAPTERS for e in student.exercises(load_notebook(assignment.chapter_path(n)))]
@@ -112,6 +113,7 @@ def test_the_assignment_lists_every_exercise_with_its_points(graded):
     assert info["points"] == sum(stars.values())
 
 
+@pytest.mark.slow
 def test_the_student_notebook_installs_the_grader_and_carries_only_public_tests(graded):
     out, name, info, *_ = graded
     nb = json.loads((out / "assign" / info["student"]).read_text())
@@ -133,6 +135,7 @@ def test_the_student_notebook_installs_the_grader_and_carries_only_public_tests(
     assert hidden_in_zip and {"run_autograder", "setup.sh", "otter_config.json"} <= set(z.namelist())
 
 
+@pytest.mark.slow
 def test_solutions_get_full_marks_untouched_gets_zero(graded):
     out, name, info, table, *_ = graded
     full, empty = table[f"{name}_solutions.ipynb"], table[f"{name}_untouched.ipynb"]
@@ -147,6 +150,7 @@ def test_solutions_get_full_marks_untouched_gets_zero(graded):
     assert (out / "scores.feedback" / f"{name}_solutions.txt").read_text() == "All autograded exercises passed.\n"
 
 
+@pytest.mark.slow
 def test_a_typical_mistake_loses_exactly_its_exercise_and_shows_the_hint(graded):
     out, name, info, table, wrong, _ = graded
     row = table[f"{name}_wrong.ipynb"]
@@ -161,6 +165,7 @@ def test_a_typical_mistake_loses_exactly_its_exercise_and_shows_the_hint(graded)
     assert float(row["autograded score"]) == info["autograded_points"] - lost
 
 
+@pytest.mark.slow
 def test_the_public_checks_run_from_the_notebook_alone(graded, tmp_path):
     """As in Colab: only the notebook, no tests folder beside it. Its first cell writes the public tests, and
     grader.check passes a right answer and names the mistake of a wrong one."""

@@ -9,6 +9,8 @@ import importlib.util
 import json
 import sys
 
+import pytest
+
 from _repo import BOOK, ROOT
 
 _spec = importlib.util.spec_from_file_location("assignment", ROOT / "tools" / "assignment.py")
@@ -19,6 +21,7 @@ _spec.loader.exec_module(assignment)
 STORED = BOOK / "_grading" / "walkthrough.json"
 
 
+@pytest.mark.slow
 def test_the_stored_walkthrough_is_what_the_tools_produce(tmp_path):
     stored = json.loads(STORED.read_text())
     fresh = assignment.walkthrough(stored["chapters"], tmp_path / "walkthrough.json", jobs=2)
