@@ -29,12 +29,14 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from .curvature import hessian_top_eigenvalue, hessian_trace
 from .data import Dataset, load_mnist, load_mnist1d
-from .nets import init_mlp
+from .nets import accuracy, init_mlp, mlp_apply
 from .stats import mean_se
-from .train import perturbed_accuracy, stacked_init, steps_to_target, train_loss_fn, train_sweep
+from .train import stacked_init, steps_to_target, train_loss_fn, train_sweep
 from .tree import num_parameters, tree_sq_norm
 
 
@@ -230,28 +232,57 @@ def _per_run(tree: Any, repeats: int) -> Any:
     return jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), tree)
 
 
-def _measure(loss, params, data: Dataset, size: ExperimentSize, seed: int) -> dict[str, Any]:
-    """Curvature, weight scale and noise robustness of one trained network (chapter 5's tools)."""
+def _measure(loss, params, seed: int, trace_samples: int) -> dict[str, Any]:
+    """Curvature and weight scale of one trained network (chapter 5's tools)."""
     eig = hessian_top_eigenvalue(loss, params, tol=1e-3, max_iters=60, on_failure="ignore")
-    trace = hessian_trace(loss, params, jax.random.PRNGKey(11 + seed), num_samples=size.trace_samples)
+    trace = hessian_trace(loss, params, jax.random.PRNGKey(11 + seed), num_samples=trace_samples)
     return {
         "sharpness": float(eig.eigenvalue),
         "sharpness_converged": bool(eig.converged),
         "trace": float(trace),
         "weight_rms": float(jnp.sqrt(tree_sq_norm(params) / num_parameters(params))),
-        "perturbed_accuracy": _finite(
-            perturbed_accuracy(params, data, size.sigmas, jax.random.PRNGKey(7 + seed), size.noise_draws,
-                               size.activation)
-        ),
     }
+
+
+def _noisy_accuracies(finals: Any, data: Dataset, size: ExperimentSize, seeds: Sequence[int]) -> np.ndarray:
+    """Test accuracy of ``θ + σ·ε``, ``ε ~ N(0, I)``, of every run of a sweep (Prediction 2.4: robustness).
+
+    ``finals``: the runs' parameters stacked along a leading axis; ``seeds``: each run's seed. Returns an array
+    ``(runs, len(size.sigmas))``, each entry the mean over ``size.noise_draws`` draws; run ``j`` draws its noise
+    from ``PRNGKey(7 + seeds[j])``, the same ``ε`` for every ``σ``. All runs are one compiled program, whose
+    noise is one Gaussian draw of shape ``(draws, m)`` per run: XLA compiles every random draw separately, and
+    a draw per layer (as :func:`~igr_tutorial.train.perturbed_accuracy` makes) took most of the compile time.
+    """
+    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    dtype = jax.tree.leaves(finals)[0].dtype
+    sig = jnp.asarray(np.asarray(size.sigmas, dtype=float), dtype)
+    keys = jnp.stack([jax.random.PRNGKey(7 + int(s)) for s in seeds])
+    return np.asarray(_noisy_accuracies_compiled(finals, x, y, sig, keys, num_draws=size.noise_draws,
+                                                 activation=size.activation))
+
+
+@functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
+def _noisy_accuracies_compiled(finals, x, y, sig, keys, *, num_draws, activation):
+    def one_run(args):
+        params, key = args
+        flat, unravel = ravel_pytree(params)
+        eps = jax.random.normal(key, (num_draws, flat.shape[0]), flat.dtype)
+
+        def noisy(sigma):
+            return jnp.mean(lax.map(lambda e: accuracy(mlp_apply(unravel(flat + sigma * e), x, activation), y), eps))
+
+        return lax.map(noisy, sig)
+
+    return lax.map(one_run, (finals, keys))
 
 
 _NOT_MEASURED = ("r_ig", "train_loss", "sharpness", "trace", "weight_rms", "train_accuracy", "test_accuracy")
 
 
-def _final_measurements(loss, finals, hist, j: int, m: int, data: Dataset, size: ExperimentSize, seed: int,
-                        diverged: bool) -> dict[str, Any]:
-    """What is measured on run ``j`` of a sweep at its end (``None`` everywhere for a diverged run)."""
+def _final_measurements(loss, finals, hist, j: int, m: int, size: ExperimentSize, seed: int,
+                        noisy: np.ndarray, diverged: bool) -> dict[str, Any]:
+    """What is measured on run ``j`` of a sweep at its end (``None`` everywhere for a diverged run); ``noisy``:
+    the sweep's :func:`_noisy_accuracies`."""
     if diverged:
         return {**dict.fromkeys(_NOT_MEASURED), "perturbed_accuracy": [None] * len(size.sigmas)}
     return {
@@ -259,7 +290,8 @@ def _final_measurements(loss, finals, hist, j: int, m: int, data: Dataset, size:
         "train_loss": float(hist.train_loss[j, -1]),
         "train_accuracy": float(hist.train_accuracy[j, -1]),
         "test_accuracy": float(hist.test_accuracy[j, -1]),
-        **_measure(loss, jax.tree.map(lambda x: x[j], finals), data, size, seed),
+        **_measure(loss, jax.tree.map(lambda x: x[j], finals), seed, size.trace_samples),
+        "perturbed_accuracy": _finite(noisy[j]),
     }
 
 
@@ -292,6 +324,7 @@ def learning_rate_sweep(
             _per_run(inits, k), data, list(size.lrs) * size.seeds, size.steps,
             record_every=size.record_every, activation=size.activation,
         )
+        noisy = _noisy_accuracies(finals, data, size, [j // k for j in range(size.seeds * k)])
         for j in range(size.seeds * k):
             s, lr = j // k, size.lrs[j % k]
             diverged = not np.all(np.isfinite(hist.train_loss[j]))
@@ -302,7 +335,7 @@ def learning_rate_sweep(
                 "test_accuracy_curve": _finite(hist.test_accuracy[j]),
                 "r_ig_curve": _finite(hist.grad_norm_sq[j] / m),
             }
-            run.update(_final_measurements(loss, finals, hist, j, m, data, size, s, diverged))
+            run.update(_final_measurements(loss, finals, hist, j, m, size, s, noisy, diverged))
             out["runs"].append(run)
         if progress:
             progress(f"[{n}/{len(size.widths)}] width {width}: {size.seeds} seeds × {k} learning rates "
@@ -374,6 +407,7 @@ def egr_sweep(
             record_every=size.egr_record_every, activation=size.activation, target_loss=target,
         )
         stop = steps_to_target(hist, target)
+        noisy = _noisy_accuracies(finals, data, size, [j // k for j in range(size.seeds * k)])
         for j in range(size.seeds * k):
             s, mu, lr = j // k, mus[j % k], lrs[j % k]
             diverged = not np.all(np.isfinite(hist.train_loss[j]))
@@ -382,7 +416,7 @@ def egr_sweep(
                    "diverged": diverged, "reached_target": bool(stop[j] >= 0) and not diverged,
                    "steps": int(stop[j]) if stop[j] >= 0 else None,
                    "time": float(stop[j] * lr) if stop[j] >= 0 else None}
-            run.update(_final_measurements(loss, finals, hist, j, m, data, size, s, diverged))
+            run.update(_final_measurements(loss, finals, hist, j, m, size, s, noisy, diverged))
             by_method[method][s, float(mu)] = run
         if progress:
             progress(f"{method.upper()}: {size.seeds} seeds × {k} values of mu to training loss {target:g} "

@@ -377,6 +377,32 @@ def test_perturbed_accuracy_at_zero_noise_is_test_accuracy_and_at_huge_noise_is_
     assert abs(acc[1] - 1 / 3) < 0.12, acc
 
 
+def test_sweep_noise_robustness_matches_numpy_forward_passes_with_the_same_noise():
+    """The sweeps' batched robustness metric: run j's accuracy under θ + σ·ε, ε drawn flat from PRNGKey(7 + seed),
+    equals NumPy forward passes of the same noisy weights; σ = 0 gives the clean test accuracy."""
+    data = blobs(n_train=60, n_test=60, spread=0.3, seed=1)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(2)])
+    finals = stacked_init(init_mlp, keys, SIZES, dtype=jnp.float64)
+    size = dataclasses.replace(ex.SIZES["tiny"], sigmas=(0.0, 0.3, 1.0), noise_draws=3)
+    got = ex._noisy_accuracies(finals, data, size, seeds=[4, 9])
+    assert got.shape == (2, 3)
+    for j, seed in enumerate([4, 9]):
+        params = jax.tree.map(lambda x: np.asarray(x[j]), finals)
+        flat, unravel = ravel_pytree(params)
+        eps = np.asarray(jax.random.normal(jax.random.PRNGKey(7 + seed), (3, flat.size), jnp.float64))
+        for i, sigma in enumerate(size.sigmas):
+            accs = []
+            for e in eps:
+                h = np.asarray(data.x_test)
+                layers = unravel(jnp.asarray(np.asarray(flat) + sigma * e))
+                for layer in layers[:-1]:
+                    h = np.tanh(h @ np.asarray(layer["W"]) + np.asarray(layer["b"]))
+                logits = h @ np.asarray(layers[-1]["W"]) + np.asarray(layers[-1]["b"])
+                accs.append(np.mean(np.argmax(logits, axis=1) == np.asarray(data.y_test)))
+            assert got[j, i] == pytest.approx(np.mean(accs), abs=1e-6)  # float32 mean; one example is 1/60
+    assert got[0, 1] != got[0, 2]  # the noise does something
+
+
 # --------------------------------------------------------------------------------------------------
 # Experiments: size selection and the paper configuration's code path on tiny shapes
 # --------------------------------------------------------------------------------------------------
