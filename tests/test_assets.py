@@ -68,3 +68,15 @@ def test_fetched_files_verify_and_a_changed_file_is_detected(monkeypatch, tmp_pa
     assert assets._verify(copy) == [f"changed: {assets.REQUIREJS.folder}/require.js"]
     manifest = json.loads((copy / "manifest.json").read_text())
     assert set(manifest["packages"]) == {p.folder for p in assets.PACKAGES}
+
+
+def test_the_compile_cache_extension_sets_jax_variables_unless_the_reader_has_a_cache(tmp_path):
+    """book/_ext/book_compile_cache.py: the build's kernels get one cache directory; a reader's own wins."""
+    from book_compile_cache import compile_cache_environment
+
+    added = compile_cache_environment(tmp_path, {})
+    assert added["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path)
+    assert added["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    assert compile_cache_environment(tmp_path, {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}) == {}
+    kept = compile_cache_environment(tmp_path, {"JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "1000"})
+    assert "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES" not in kept

@@ -27,12 +27,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import venv
 
 import pytest
 import yaml
 
 from _repo import ROOT, cell_source, chapter_notebooks, load_notebook, project_version
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from book_compile_cache import compile_cache_environment  # noqa: E402
 
 TOOLS = ["pytest", "nbval", "ipykernel", "nbclient"]  # what runs the notebooks; the rest comes with the package
 
@@ -227,6 +231,9 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
     tmp, py, book = colab["tmp"], colab["py"], colab["book"]
     (tmp / "pytest.ini").write_text("[pytest]\n")  # keep the repository's pytest options (xdist) out
     env = {**colab["env"], "JAX_PLATFORMS": "cpu"}
+    # One persistent XLA compilation cache for both processes, as the book build's kernels share one
+    # (book/_ext/book_compile_cache.py): the same compiled code, loaded instead of compiled again.
+    env.update(compile_cache_environment(tmp / "jax-cache", env))
     cpus = sorted(os.sched_getaffinity(0))
     groups = chapter_groups(chapter_notebooks(), min(2, len(cpus)))
     procs = [
