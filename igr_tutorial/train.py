@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import check_learning_rate
-from .flows import DivergenceError
+from ._core import DivergenceError, check_learning_rate, descent_step, epoch_permutation, scan_steps, sgd_step
 from .data import Dataset
+from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
 from .tree import num_parameters, tree_sq_norm
 
@@ -74,18 +74,18 @@ def _metrics(params, arrays, activation):
 
 
 def _step_fn(method, activation, batch_size, n_train):
+    def batch_loss(p, batch):
+        return classification_loss(p, batch[0], batch[1], activation)
+
     def full_grad(p, xtr, ytr):
         return jax.grad(classification_loss)(p, xtr, ytr, activation)
 
     def step(params, i, lr, mu, key, xtr, ytr):
         if method == "gd":
-            g = full_grad(params, xtr, ytr)
-            return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
-        if method == "egr":
-            grad_fn = lambda p: full_grad(p, xtr, ytr)  # noqa: E731
-            g = grad_fn(params)
-            _, hg = jax.jvp(grad_fn, (params,), (g,))
-            return jax.tree.map(lambda p, gi, hi: p - lr * (gi + 2 * mu * hi), params, g, hg)
+            return sgd_step(batch_loss, params, (xtr, ytr), lr)
+        if method == "egr":  # θ − h·∇(E + μ‖∇E‖²) = θ − h·(g + 2μ·Hg)
+            g = penalized_gradient(lambda p: classification_loss(p, xtr, ytr, activation), params, mu)
+            return descent_step(params, g, lr)
         if method == "rk4":
             f = lambda p: jax.tree.map(jnp.negative, full_grad(p, xtr, ytr))  # noqa: E731
             axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)  # noqa: E731
@@ -99,10 +99,8 @@ def _step_fn(method, activation, batch_size, n_train):
         # sgd: reshuffle every epoch, take the (i mod batches_per_epoch)-th minibatch
         per_epoch = n_train // batch_size
         epoch, j = i // per_epoch, i % per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_train)
-        idx = lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
-        g = full_grad(params, xtr[idx], ytr[idx])
-        return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
+        idx = lax.dynamic_slice_in_dim(epoch_permutation(key, epoch, n_train), j * batch_size, batch_size)
+        return sgd_step(batch_loss, params, (xtr[idx], ytr[idx]), lr)
 
     return step
 
@@ -115,22 +113,17 @@ def _train(params, arrays, lr, mu, key, target, *, steps, method, activation, ba
     step = _step_fn(method, activation, batch_size, xtr.shape[0])
     num_records = steps // record_every
 
-    def inner(p, i):
-        return step(p, i, lr, mu, key, xtr, ytr), None
-
     def segment(p, r):
-        return lax.scan(inner, p, r * record_every + jnp.arange(record_every))[0]
+        return scan_steps(lambda q, i: step(q, i, lr, mu, key, xtr, ytr), p, r * record_every + jnp.arange(record_every))[0]
 
     def outer(carry, r):
         # A run stops for good at the first record whose training loss is at or below `target` (-inf: never).
         p, metrics = carry
         p = lax.cond(metrics[0] > target, segment, lambda q, _: q, p, r)
-        metrics = _metrics(p, arrays, activation)
-        return (p, metrics), metrics
+        return p, _metrics(p, arrays, activation)
 
-    first = _metrics(params, arrays, activation)
-    (final, _), recs = lax.scan(outer, (params, first), jnp.arange(num_records))
-    recs = jnp.concatenate([first[None], recs])
+    init = (params, _metrics(params, arrays, activation))
+    (final, _), recs = scan_steps(outer, init, jnp.arange(num_records), record=lambda c: c[1])
     return final, recs
 
 
