@@ -326,22 +326,29 @@ def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, 
     the data are replicated, and nothing is exchanged between devices, so each run computes exactly what it
     computes alone on one device.
     """
-    from jax.sharding import Mesh, PartitionSpec as P
-
     k, d = lrs.shape[0], len(devices)
     pad = (-k) % d
 
     def padded(x):
         return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
 
-    mesh = Mesh(np.asarray(devices), ("runs",))
-    run_args = (lrs, mus, keys)
     params = jax.tree.map(padded, init_params) if per_run else init_params
-    runs = P("runs")
-    sharded = jax.jit(jax.shard_map(_vmapped_runs(static, per_run), mesh=mesh, in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
-                                    out_specs=(runs, runs), check_vma=False))
-    final, recs = sharded(params, arrays, *(padded(x) for x in run_args), target)
+    sharded = _sharded_program(tuple(sorted(static.items())), per_run, tuple(devices))
+    final, recs = sharded(params, arrays, *(padded(x) for x in (lrs, mus, keys)), target)
     return jax.tree.map(lambda x: x[:k], final), recs[:k]
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_program(static_items: tuple, per_run: bool, devices: tuple):
+    """The jitted ``shard_map`` of :func:`_vmapped_runs` over a mesh of ``devices``: built once per training
+    configuration and device set, so a second sweep of the same shapes does not compile again."""
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    runs = P("runs")
+    return jax.jit(jax.shard_map(_vmapped_runs(dict(static_items), per_run), mesh=mesh,
+                                 in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
+                                 out_specs=(runs, runs), check_vma=False))
 
 
 def _stacked(params: Any, k: int) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from ._core import PyTree
+
+__all__ = ["PyTree", "num_parameters", "tree_sq_norm", "tree_vdot"]
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
