@@ -48,6 +48,7 @@ from ._core import (
     leaf_dtype,
     raise_if_diverged,
     real_scalar,
+    rk4_step,
     scan_steps,
     solve_ode,
 )
@@ -503,10 +504,7 @@ def _trace_one(loss, params, u0, lr, beta, steps, record_every, power_iters, met
             v = beta * v - lr * g
             return (x + v, v), val
         val, k1 = value_grad(x)  # RK4 for θ' = −∇E
-        k2 = jax.grad(f)(x - lr / 2 * k1)
-        k3 = jax.grad(f)(x - lr / 2 * k2)
-        k4 = jax.grad(f)(x - lr * k3)
-        return (x - lr / 6 * (k1 + 2 * k2 + 2 * k3 + k4), v), val
+        return (rk4_step(jax.grad(f), x, lr, k1), v), val
 
     def power(_, state):
         # w = Hu; iterate on H + σI with σ = ‖w‖ − uᵀw ≥ 0: σ = 0 once u is the top eigenvector, and large while

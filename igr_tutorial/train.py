@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import DivergenceError, check_learning_rate, descent_step, epoch_permutation, scan_steps, sgd_step
+from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, scan_steps,
+                    sgd_step)
 from .data import Dataset
 from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
@@ -77,25 +78,14 @@ def _step_fn(method, activation, batch_size, n_train):
     def batch_loss(p, batch):
         return classification_loss(p, batch[0], batch[1], activation)
 
-    def full_grad(p, xtr, ytr):
-        return jax.grad(classification_loss)(p, xtr, ytr, activation)
-
     def step(params, i, lr, mu, key, xtr, ytr):
+        full_loss = lambda p: batch_loss(p, (xtr, ytr))  # noqa: E731
         if method == "gd":
             return sgd_step(batch_loss, params, (xtr, ytr), lr)
         if method == "egr":  # θ − h·∇(E + μ‖∇E‖²) = θ − h·(g + 2μ·Hg)
-            g = penalized_gradient(lambda p: classification_loss(p, xtr, ytr, activation), params, mu)
-            return descent_step(params, g, lr)
+            return descent_step(params, penalized_gradient(full_loss, params, mu), lr)
         if method == "rk4":
-            f = lambda p: jax.tree.map(jnp.negative, full_grad(p, xtr, ytr))  # noqa: E731
-            axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)  # noqa: E731
-            k1 = f(params)
-            k2 = f(axpy(lr / 2, k1, params))
-            k3 = f(axpy(lr / 2, k2, params))
-            k4 = f(axpy(lr, k3, params))
-            return jax.tree.map(
-                lambda p, a, b, c, d: p + lr / 6 * (a + 2 * b + 2 * c + d), params, k1, k2, k3, k4
-            )
+            return rk4_step(jax.grad(full_loss), params, lr)
         # sgd: reshuffle every epoch, take the (i mod batches_per_epoch)-th minibatch
         per_epoch = n_train // batch_size
         epoch, j = i // per_epoch, i % per_epoch
