@@ -25,23 +25,9 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from ._core import (
-    GRADIENT_FLOW_HINT,
-    DivergenceError,
-    FlowError,
-    Loss,
-    PyTree,
-    check_learning_rate,
-    check_scalar_loss,
-    check_steps,
-    descent_step,
-    first_nonfinite_step,
-    is_traced,
-    leaf_dtype,
-    raise_if_diverged,
-    scan_steps,
-    solve_ode,
-)
+from ._core import (GRADIENT_FLOW_HINT, DivergenceError, FlowError, Loss, PyTree, check_learning_rate,
+                    check_scalar_loss, check_steps, descent_step, first_nonfinite_step, is_traced, leaf_dtype,
+                    raise_if_diverged, scan_steps, solve_ode)
 from .curvature import hvp, third_derivative_contraction
 
 __all__ = [

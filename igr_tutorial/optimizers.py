@@ -35,23 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import (
-    GRADIENT_FLOW_HINT,
-    Loss,
-    PyTree,
-    check_learning_rate,
-    check_nonnegative,
-    check_scalar_loss,
-    check_steps,
-    descent_step,
-    is_traced,
-    leaf_dtype,
-    raise_if_diverged,
-    real_scalar,
-    rk4_step,
-    scan_steps,
-    solve_ode,
-)
+from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check_nonnegative, check_scalar_loss,
+                    check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
+                    scan_steps, solve_ode)
 from .curvature import hvp
 from .modified import penalized_gradient, penalized_loss
 from .tree import tree_sq_norm

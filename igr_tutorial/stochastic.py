@@ -30,21 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._core import (
-    Loss,
-    PyTree,
-    check_learning_rate,
-    check_scalar_loss,
-    check_steps,
-    descent_step,
-    epoch_permutation,
-    is_traced,
-    leaf_dtype,
-    raise_if_diverged,
-    scan_steps,
-    sgd_step,
-    solve_ode,
-)
+from ._core import (Loss, PyTree, check_learning_rate, check_scalar_loss, check_steps, descent_step, epoch_permutation,
+                    is_traced, leaf_dtype, raise_if_diverged, scan_steps, sgd_step, solve_ode)
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
 
