@@ -39,6 +39,7 @@ from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check
                     check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
                     scan_steps, solve_ode)
 from .curvature import hvp
+from .flows import check_order
 from .modified import penalized_gradient, penalized_loss
 from .tree import tree_sq_norm
 
@@ -266,11 +267,10 @@ def gd_quadratic_modified_rate(lr: float, eigenvalue: Any, order: int) -> np.nda
     convergence 1: for ``lr·λ > 1`` the terms grow without bound. Chapter 9.
     """
     check_learning_rate(lr)
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 0:
-        raise ValueError(f"order must be a non-negative integer, got {order!r}.")
+    order = check_order(order)
     lam = np.asarray(eigenvalue, dtype=float)
     z = lr * lam
-    k = np.arange(int(order) + 1).reshape((-1,) + (1,) * z.ndim)
+    k = np.arange(order + 1).reshape((-1,) + (1,) * z.ndim)
     return lam * np.sum(z**k / (k + 1), axis=0)
 
 

@@ -7,8 +7,6 @@ import jax.numpy as jnp
 
 from ._core import PyTree
 
-__all__ = ["PyTree", "num_parameters", "tree_sq_norm", "tree_vdot"]
-
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """Inner product ``Σᵢ aᵢ bᵢ`` over every scalar entry of two pytrees of the same structure."""

@@ -151,33 +151,21 @@ def test_a_bad_penalty_strength_is_refused(bad):
         opt.penalized_gradient_flow(quadratic, THETA, bad, jnp.linspace(0.0, 1.0, 3))
 
 
-def test_train_with_egr_descends_the_penalized_loss():
-    """One EGR step of train() is θ − h·∇(E + μ‖∇E‖²), the gradient of the penalty builder's loss."""
+def test_train_egr_step_descends_the_penalized_loss():
+    """train()'s EGR update is θ − h·∇(E + μ‖∇E‖²), the gradient of the penalty builder's loss."""
+    from igr_tutorial.nets import classification_loss, init_mlp
+
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 20)
-    x = rng.normal(size=(20, 4)) + y[:, None]
-    data = igr_data(x, y)
-    params = tr.stacked_init(lambda k: igr_init(k), jax.random.split(jax.random.PRNGKey(0), 1))
-    params = jax.tree.map(lambda a: a[0], params)
-    h, mu = 0.1, 0.05
-    final, _ = tr.train(params, data, h, 1, method="egr", mu=mu, record_every=1)
-    loss = tr.train_loss_fn(data)
+    y = jnp.asarray(rng.integers(0, 3, 20))
+    x = jnp.asarray(rng.normal(size=(20, 4))) + y[:, None]
+    params = init_mlp(jax.random.PRNGKey(0), [4, 6, 3], dtype=jnp.float64)
+    h, mu = jnp.asarray(0.1), jnp.asarray(0.05)
+    step = tr._step_fn("egr", "tanh", None, 20)
+    got = step(params, 0, h, mu, jax.random.PRNGKey(0), x, y)
+    loss = lambda p: classification_loss(p, x, y, "tanh")
     g = jax.grad(modified.penalized_loss(loss, mu))(params)  # reverse over reverse, not the HVP train uses
-    expected = jax.tree.map(lambda p, gi: p - h * gi, params, g)
-    for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-
-
-def igr_data(x, y):
-    from igr_tutorial.data import Dataset
-
-    return Dataset("blobs", x, y.astype(np.int32), x[:5], y[:5].astype(np.int32))
-
-
-def igr_init(key):
-    from igr_tutorial.nets import init_mlp
-
-    return init_mlp(key, [4, 6, 3], dtype=jnp.float64)
+    for a, p, gi in zip(jax.tree.leaves(got), jax.tree.leaves(params), jax.tree.leaves(g)):
+        np.testing.assert_allclose(a, p - h * gi, rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------------------------------
