@@ -81,8 +81,8 @@ def gradient_descent(
     traj = _gd_scan(loss, params, lr_arr, steps)
     if not allow_divergence and not is_traced(lr):
         raise_if_diverged(traj, "gradient descent", f"lr={float(lr):g}", of=steps,
-                           hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
-                                "eigenvalue)")
+                          hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
+                               "eigenvalue)")
     return traj
 
 

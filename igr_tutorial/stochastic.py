@@ -338,7 +338,7 @@ def gd_with_sgd_regularizer(
     traced = any(is_traced(x) for x in (lr, reg_lr, key, *jax.tree.leaves(params)))
     if not allow_divergence and not traced:
         raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
-                           unit="record")
+                          unit="record")
     return final
 
 
