@@ -234,6 +234,23 @@ def epoch_permutation(key: jax.Array, epoch: Any, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
+def run_mode(mode: str) -> str:
+    """``"vmap"`` or ``"loop"`` for a batch of runs: ``mode`` itself, or for ``"auto"`` a loop over one compiled
+    single-run program on a CPU (as fast for these models, and it compiles several times faster) and one vmapped
+    program on an accelerator. ``ValueError`` for anything else."""
+    if mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    if mode == "auto":
+        return "loop" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def stack_runs(outs: list) -> Any:
+    """The outputs of a loop over runs (each a pytree, e.g. ``(final, records)``) stacked along a new leading
+    run axis, leaf by leaf: what the vmapped program of the same runs returns."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
 # --------------------------------------------------------------------------------------------------
 # Divergence
 # --------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from jax import lax
 
 from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check_nonnegative, check_scalar_loss,
                     check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
-                    scan_steps, solve_ode)
+                    run_mode, scan_steps, solve_ode, stack_runs)
 from .curvature import hvp
 from .flows import check_order
 from .modified import penalized_gradient, penalized_loss
@@ -518,6 +518,14 @@ def _trace_one(loss, params, u0, lr, beta, steps, record_every, power_iters, met
     return unravel(x), lams, losses
 
 
+def _num_runs(params: PyTree, what: str) -> int:
+    """The number of runs in ``params``, which holds one ``what`` per run stacked along a leading axis."""
+    leaves = jax.tree.leaves(params)
+    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
+        raise ValueError(f"params must hold one {what} per run, stacked along a leading axis.")
+    return jnp.shape(leaves[0])[0]
+
+
 def _per_run(value: Any, name: str, runs: int, dtype: Any) -> np.ndarray:
     """``value`` (one number or one per run) as an array of length ``runs``; ``ValueError`` otherwise."""
     arr = np.asarray(value, dtype=dtype)
@@ -590,21 +598,15 @@ def sharpness_trace(
         raise ValueError(f"power_iters must be a positive integer, got {power_iters!r}.")
     if method not in ("heavy_ball", "rk4"):
         raise ValueError(f"method must be 'heavy_ball' or 'rk4', got {method!r}.")
-    if mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
-    if mode == "auto":
-        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
-    leaves = jax.tree.leaves(params)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
-        raise ValueError("params must hold one initialization per run, stacked along a leading axis.")
-    runs = jnp.shape(leaves[0])[0]
+    mode = run_mode(mode)
+    runs = _num_runs(params, "initialization")
     lrs_np, betas_np = _per_run(lrs, "lrs", runs, float), _per_run(betas, "betas", runs, float)
     for lr in lrs_np:
         check_learning_rate(lr, name="every entry of lrs")
     for beta in betas_np:
         check_momentum(beta)
     dtype = leaf_dtype(params)
-    size = sum(int(np.prod(jnp.shape(x)[1:])) for x in leaves)
+    size = sum(int(np.prod(jnp.shape(x)[1:])) for x in jax.tree.leaves(params))
     starts = jnp.asarray(np.random.default_rng(seed).standard_normal((runs, size)), dtype)
     lr_arr, beta_arr = jnp.asarray(lrs_np, dtype), jnp.asarray(betas_np, dtype)
     leaves, static = _split_loss(loss)
@@ -617,8 +619,7 @@ def sharpness_trace(
                         vmap=False, **static_args)
             for i in range(runs)
         ]
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
-        sharp, losses = jnp.stack([o[1] for o in outs]), jnp.stack([o[2] for o in outs])
+        final, sharp, losses = stack_runs(outs)
     return SharpnessTrace(
         step=np.arange(steps // record_every + 1) * record_every,
         sharpness=np.asarray(sharp),
@@ -661,10 +662,7 @@ def adam_sweep(
     traced (a vmapped loop runs ``max(steps)`` iterations and leaves finished runs unchanged), so a sweep
     compiles once. Matches :func:`optax_descent` run by run (tested). Chapter 9.
     """
-    leaves = jax.tree.leaves(params)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
-        raise ValueError("params must hold one start per run, stacked along a leading axis.")
-    runs = jnp.shape(leaves[0])[0]
+    runs = _num_runs(params, "start")
     lr_np, b1_np, b2_np = (_per_run(v, n, runs, float) for v, n in ((lrs, "lrs"), (b1, "b1"), (b2, "b2")))
     steps_np = _per_run(steps, "steps", runs, np.int64)
     for lr in lr_np:

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, scan_steps,
-                    sgd_step)
+from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, run_mode,
+                    scan_steps, sgd_step, stack_runs)
 from .data import Dataset
 from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
@@ -276,13 +276,10 @@ def train_sweep(
     record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
     target = _check_target(target_loss, method)
-    if mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    mode = run_mode(mode)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device (e.g. jax.devices()[:1]).")
-    if mode == "auto":
-        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
     per_run = _stacked(init_params, k)
     arrays = _arrays(data)
     static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
@@ -297,8 +294,7 @@ def train_sweep(
         for i in range(k):
             p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
             outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, **static))
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
-        recs = jnp.stack([o[1] for o in outs])
+        final, recs = stack_runs(outs)
     return final, _history(recs, record_every)
 
 
