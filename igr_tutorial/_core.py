@@ -5,7 +5,9 @@
   ``igr_tutorial.*``);
 * input validation: clear ``ValueError`` messages instead of NaN plots (``check_*``);
 * :func:`scan_steps`, the one scan driver: ``θ₀`` followed by the iterates of a ``lax.scan``;
-* :func:`descent_step` and :func:`sgd_step`, the update ``θ − h·g`` of gradient descent and SGD;
+* the steps: :func:`descent_step` and :func:`sgd_step` (``θ − h·g``), :func:`rk4_step` (RK4 on the gradient
+  flow), and :func:`epoch_permutation` (random reshuffling's order of the examples);
+* batches of runs: :func:`run_mode` (vmap or a loop) and :func:`stack_runs`;
 * :func:`raise_if_diverged`, the divergence check, and :func:`solve_ode`, the adaptive ODE solve behind every
   flow.
 

@@ -151,6 +151,12 @@ def test_a_bad_penalty_strength_is_refused(bad):
         opt.penalized_gradient_flow(quadratic, THETA, bad, jnp.linspace(0.0, 1.0, 3))
 
 
+def test_a_traced_penalty_strength_is_refused_with_a_message():
+    """The ODE solve needs a concrete strength: under jit the caller is told so, not shown a tracer error."""
+    with pytest.raises(ValueError, match="strength must be a concrete number"):
+        jax.jit(lambda c: opt.penalized_gradient_flow(quadratic, THETA, c, jnp.linspace(0.0, 1.0, 3)))(0.1)
+
+
 def test_train_egr_step_descends_the_penalized_loss():
     """train()'s EGR update is θ − h·∇(E + μ‖∇E‖²), the gradient of the penalty builder's loss."""
     from igr_tutorial.nets import classification_loss, init_mlp
