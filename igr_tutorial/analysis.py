@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .tree import PyTree
+from ._core import PyTree
 
 
 def trajectory_error(a: PyTree, b: PyTree) -> np.ndarray:

@@ -78,6 +78,11 @@ def _as_float(value: Any) -> float | None:
     return float(arr) if arr.shape == () else None
 
 
+def _flat(tree: Any) -> np.ndarray:
+    """Every entry of a pytree of arrays, in one flat NumPy array (leaf order)."""
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
 def _ratio_hint(ratio: float, hints: dict[float, str]) -> str | None:
     for r, hint in hints.items():
         if np.isclose(ratio, r, rtol=_rtol(), atol=1e-9):
@@ -184,8 +189,7 @@ def check_gd_step(student_gd_step: Callable, seed: int = 0) -> CheckResult:
                 return CheckResult(name, False, "return the parameters in the same structure you received them "
                                    "(an array for an array, a dict with the same keys for a dict).")
             g = jax.grad(loss)(theta)
-            flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
-            got_f, th, gf = flat(got), flat(theta), flat(g)
+            got_f, th, gf = _flat(got), _flat(theta), _flat(g)
             if got_f.shape != th.shape:
                 return CheckResult(name, False, "the new parameters must have the same shape as the old ones.")
             if np.allclose(got_f, th - lr * gf, rtol=_rtol(), atol=1e-12):
@@ -216,13 +220,12 @@ def check_hvp(student_hvp: Callable, seed: int = 0) -> CheckResult:
             if jax.tree.structure(got) != jax.tree.structure(theta):
                 return CheckResult(name, False, "H·v has the structure of the parameters (and of v).")
             want = _hvp(loss, theta, v)
-            flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
-            got_f, want_f = flat(got), flat(want)
+            got_f, want_f = _flat(got), _flat(want)
             if got_f.shape != want_f.shape:
                 return CheckResult(name, False, "H·v must have the shape of the parameters.")
             if np.allclose(got_f, want_f, rtol=_rtol(), atol=1e-10):
                 continue
-            if np.allclose(got_f, flat(jax.grad(loss)(theta)), rtol=_rtol(), atol=1e-10):
+            if np.allclose(got_f, _flat(jax.grad(loss)(theta)), rtol=_rtol(), atol=1e-10):
                 return CheckResult(name, False, "you returned the gradient ∇E(θ); H·v is the derivative of the "
                                    "gradient in the direction v.")
             if np.allclose(got_f, -want_f, rtol=_rtol(), atol=1e-10):

@@ -20,32 +20,28 @@ import functools
 import math
 from typing import Any, Callable
 
-import diffrax
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from ._checks import (
-    check_learning_rate,
-    check_scalar_loss,
-    check_steps,
-    check_times,
-    is_traced,
-)
+from ._core import (GRADIENT_FLOW_HINT, DivergenceError, FlowError, Loss, PyTree, check_learning_rate,
+                    check_scalar_loss, check_steps, descent_step, first_nonfinite_step, is_traced, leaf_dtype,
+                    raise_if_diverged, scan_steps, solve_ode)
 from .curvature import hvp, third_derivative_contraction
-from .tree import PyTree
 
-Loss = Callable[[PyTree], jax.Array]
-
-
-class DivergenceError(ValueError):
-    """Gradient descent produced non-finite parameters (the step size is past the stability limit)."""
-
-
-class FlowError(ValueError):
-    """The ODE solver could not integrate a flow over the requested times."""
+__all__ = [
+    "DivergenceError",
+    "FlowError",
+    "check_order",
+    "first_nonfinite_step",
+    "gradient_descent",
+    "gradient_descent_sweep",
+    "gradient_flow",
+    "modified_field_coefficients",
+    "modified_flow",
+    "modified_vector_field",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,42 +49,10 @@ class FlowError(ValueError):
 # --------------------------------------------------------------------------------------------------
 
 
-def _leaf_dtype(params: PyTree):
-    return jnp.result_type(*jax.tree.leaves(params))
-
-
-def _raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = None, unit: str = "step",
-                       hint: str = "") -> None:
-    """Raise :class:`DivergenceError` naming the first non-finite ``unit`` of ``traj`` (leading axis)."""
-    bad = first_nonfinite_step(traj)
-    if bad is not None:
-        total = "" if of is None else f" of {of}"
-        raise DivergenceError(
-            f"{what} diverged: the parameters became non-finite at {unit} {bad}{total} with {detail}. Use a smaller "
-            f"learning rate{hint}, or pass allow_divergence=True to get the diverging trajectory."
-        )
-
-
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _gd_scan(loss: Loss, params: PyTree, lr: jax.Array, steps: int) -> PyTree:
     grad = jax.grad(loss)
-
-    def step(p, _):
-        new = jax.tree.map(lambda x, g: x - lr.astype(x.dtype) * g, p, grad(p))
-        return new, new
-
-    _, traj = lax.scan(step, params, None, length=steps)
-    return jax.tree.map(lambda p0, t: jnp.concatenate([p0[None], t]), params, traj)
-
-
-def first_nonfinite_step(trajectory: PyTree) -> int | None:
-    """Index of the first iterate with a NaN or infinite entry, or ``None`` if all are finite."""
-    leaves = jax.tree.leaves(trajectory)
-    n = leaves[0].shape[0]
-    finite = np.ones(n, dtype=bool)
-    for leaf in leaves:
-        finite &= np.isfinite(np.asarray(leaf)).reshape(n, -1).all(axis=1)
-    return None if finite.all() else int(np.argmin(finite))
+    return scan_steps(lambda p, _: descent_step(p, grad(p), lr), params, length=steps, record=lambda p: p)[1]
 
 
 def gradient_descent(
@@ -113,12 +77,12 @@ def gradient_descent(
     check_learning_rate(lr)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    lr_arr = jnp.asarray(lr, dtype=_leaf_dtype(params))
+    lr_arr = jnp.asarray(lr, dtype=leaf_dtype(params))
     traj = _gd_scan(loss, params, lr_arr, steps)
     if not allow_divergence and not is_traced(lr):
-        _raise_if_diverged(traj, "gradient descent", f"lr={float(lr):g}", of=steps,
-                           hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
-                                "eigenvalue)")
+        raise_if_diverged(traj, "gradient descent", f"lr={float(lr):g}", of=steps,
+                          hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
+                               "eigenvalue)")
     return traj
 
 
@@ -135,7 +99,7 @@ def gradient_descent_sweep(loss: Loss, params: PyTree, lrs: Any, steps: int) -> 
         check_learning_rate(lr, name="every entry of lrs")
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    lr_arr = jnp.asarray(lrs_np, dtype=_leaf_dtype(params))
+    lr_arr = jnp.asarray(lrs_np, dtype=leaf_dtype(params))
     return jax.vmap(lambda h: _gd_scan(loss, params, h, steps))(lr_arr)
 
 
@@ -261,57 +225,12 @@ def _field(t, y, args):
     return modified_vector_field(loss, y, lr, order)
 
 
-def _default_tolerances(params: PyTree) -> tuple[float, float]:
-    if _leaf_dtype(params) == jnp.float64:
-        return 1e-10, 1e-12
-    return 1e-6, 1e-8
-
-
-def _solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=None, max_steps: int = 100_000,
-                   hint: str = "shorten the time span, raise max_steps, or loosen rtol/atol") -> PyTree:
-    """Integrate ``θ' = field(t, θ, args)`` from ``θ(times[0]) = params`` and sample it at ``times``.
-
-    The one adaptive solver behind every flow of the package: Dormand–Prince 8(7) in float64 (Tsit5 in
-    float32) with a PID step-size controller, tolerances 1e-10/1e-12 in float64 (1e-6/1e-8 in float32) unless
-    given. ``field`` must be a module-level function, so that repeated calls reuse the compiled solver.
-    Raises :class:`FlowError` (with ``hint``) if the solver stops early.
-    """
-    times = check_times(times)
-    dtype = _leaf_dtype(params)
-    times = times.astype(dtype)
-    d_rtol, d_atol = _default_tolerances(params)
-    rtol = d_rtol if rtol is None else rtol
-    atol = d_atol if atol is None else atol
-    if times.shape[0] == 1:
-        return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
-    solver = diffrax.Dopri8() if dtype == jnp.float64 else diffrax.Tsit5()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        solver,
-        t0=times[0],
-        t1=times[-1],
-        dt0=None,
-        y0=params,
-        args=args,
-        saveat=diffrax.SaveAt(ts=times),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
-    if not bool(sol.result == diffrax.RESULTS.successful):
-        raise FlowError(
-            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}."
-        )
-    return sol.ys
-
-
 def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree:
     check_scalar_loss(loss, params)
-    return _solve_ode(
-        _field, params, times, (loss, jnp.asarray(lr, dtype=_leaf_dtype(params)), int(order)),
+    return solve_ode(
+        _field, params, times, (loss, jnp.asarray(lr, dtype=leaf_dtype(params)), int(order)),
         rtol=rtol, atol=atol, max_steps=max_steps,
-        hint="the flow may blow up (a loss unbounded below), or be very stiff; shorten the time span, raise "
-             "max_steps, or loosen rtol/atol",
+        hint=GRADIENT_FLOW_HINT,
     )
 
 

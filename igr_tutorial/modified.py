@@ -15,14 +15,12 @@ time (global error).
 from __future__ import annotations
 
 import numbers
-from typing import Callable
 
 import jax
 
-from ._checks import check_learning_rate, check_scalar_loss
-from .tree import PyTree, num_parameters, tree_sq_norm
-
-Loss = Callable[[PyTree], jax.Array]
+from ._core import Loss, PyTree, check_learning_rate, check_scalar_loss
+from .curvature import hvp
+from .tree import num_parameters, tree_sq_norm
 
 
 def gradient_norm_squared(loss: Loss, params: PyTree) -> jax.Array:
@@ -30,21 +28,44 @@ def gradient_norm_squared(loss: Loss, params: PyTree) -> jax.Array:
     return tree_sq_norm(jax.grad(loss)(params))
 
 
-def modified_loss(loss: Loss, lr: float) -> Loss:
-    """The function ``θ ↦ E(θ) + (lr/4)·‖∇E(θ)‖²`` (Barrett & Dherin 2021, Eq. 3).
+def penalized_loss(loss: Loss, strength: float) -> Loss:
+    """The function ``θ ↦ E(θ) + c·‖∇E(θ)‖²`` with ``c = strength``: the one builder of a gradient penalty.
 
-    Its gradient flow is GD's first-order modified equation, truncated after the ``lr¹`` term: local error
-    ``O(lr³)``, global error ``O(lr²)`` (chapters 2 and 3).
-    ``lr`` must be positive and finite.
+    ``c = lr/4`` is GD's modified loss (:func:`modified_loss`), ``c = lr(1+β)/(4(1−β)²)`` heavy ball's
+    (:func:`~igr_tutorial.optimizers.momentum_modified_loss`), and ``c = μ`` the loss that explicit gradient
+    regularization (EGR, ``method="egr"`` of :func:`~igr_tutorial.train.train`) descends (Barrett & Dherin
+    2021, Sec. 3 and 5). Its gradient is :func:`penalized_gradient`. Chapters 3, 7 and 9.
     """
-    check_learning_rate(lr)
 
     def loss_tilde(params: PyTree) -> jax.Array:
         check_scalar_loss(loss, params)
         value, grads = jax.value_and_grad(loss)(params)
-        return value + lr / 4 * tree_sq_norm(grads)
+        return value + strength * tree_sq_norm(grads)
 
     return loss_tilde
+
+
+def penalized_gradient(loss: Loss, params: PyTree, strength: float) -> PyTree:
+    """``∇(E + c·‖∇E‖²) = ∇E + 2c·H∇E`` at ``params`` (``c = strength``): the gradient of :func:`penalized_loss`.
+
+    One gradient and one Hessian-vector product (forward-over-reverse, :func:`~igr_tutorial.curvature.hvp`),
+    never the Hessian: the update direction of EGR (Barrett & Dherin 2021, Sec. 5; chapter 7) and, negated,
+    the field of heavy ball's modified flow (:func:`~igr_tutorial.optimizers.penalized_gradient_flow`).
+    """
+    g = jax.grad(loss)(params)
+    hg = hvp(loss, params, g)
+    return jax.tree.map(lambda gi, hi: gi + 2 * strength * hi, g, hg)
+
+
+def modified_loss(loss: Loss, lr: float) -> Loss:
+    """The function ``θ ↦ E(θ) + (lr/4)·‖∇E(θ)‖²`` (Barrett & Dherin 2021, Eq. 3).
+
+    Its gradient flow is GD's first-order modified equation, truncated after the ``lr¹`` term: local error
+    ``O(lr³)``, global error ``O(lr²)`` (chapters 2 and 3). :func:`penalized_loss` with ``c = lr/4``.
+    ``lr`` must be positive and finite.
+    """
+    check_learning_rate(lr)
+    return penalized_loss(loss, lr / 4)
 
 
 def r_ig(loss: Loss, params: PyTree) -> jax.Array:

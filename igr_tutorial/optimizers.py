@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.flatten_util
@@ -35,12 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced, real_scalar
+from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check_nonnegative, check_scalar_loss,
+                    check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
+                    run_mode, scan_steps, solve_ode, stack_runs)
 from .curvature import hvp
-from .flows import _leaf_dtype, _raise_if_diverged, _solve_flow
-from .tree import PyTree, tree_sq_norm
-
-Loss = Callable[[PyTree], jax.Array]
+from .flows import check_order
+from .modified import penalized_gradient, penalized_loss
+from .tree import tree_sq_norm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,9 +61,7 @@ def check_momentum(beta: Any) -> None:
 
 def check_radius(rho: Any) -> None:
     """Raise ``ValueError`` unless the SAM radius ``rho`` is a finite number ``≥ 0`` (skipped under tracing)."""
-    value = real_scalar(rho, "rho", "a single real number >= 0")
-    if value is not None and not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"rho must be a finite number >= 0 (the SAM radius, e.g. 0.05), got {value}.")
+    check_nonnegative(rho, "rho", "the SAM radius, e.g. 0.05")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,11 +76,9 @@ def _heavy_ball_scan(loss, params, velocity, lr, beta, steps):
     def step(carry, _):
         p, v = carry
         v_new = jax.tree.map(lambda vi, gi: beta.astype(vi.dtype) * vi - lr.astype(vi.dtype) * gi, v, grad(p))
-        p_new = jax.tree.map(jnp.add, p, v_new)
-        return (p_new, v_new), p_new
+        return jax.tree.map(jnp.add, p, v_new), v_new
 
-    _, traj = lax.scan(step, (params, velocity), None, length=steps)
-    return jax.tree.map(lambda p0, t: jnp.concatenate([p0[None], t]), params, traj)
+    return scan_steps(step, (params, velocity), length=steps, record=lambda c: c[0])[1]
 
 
 def heavy_ball(
@@ -108,7 +105,7 @@ def heavy_ball(
     check_momentum(beta)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    dtype = _leaf_dtype(params)
+    dtype = leaf_dtype(params)
     if initial_velocity is None:
         initial_velocity = jax.tree.map(jnp.zeros_like, params)
     elif jax.tree.structure(initial_velocity) != jax.tree.structure(params) or any(
@@ -117,7 +114,7 @@ def heavy_ball(
         raise ValueError("initial_velocity must have the same pytree structure and shapes as params.")
     traj = _heavy_ball_scan(loss, params, initial_velocity, jnp.asarray(lr, dtype), jnp.asarray(beta, dtype), steps)
     if not allow_divergence and not is_traced(lr) and not is_traced(beta):
-        _raise_if_diverged(traj, "heavy-ball momentum", f"lr={float(lr):g}, beta={float(beta):g}", of=steps)
+        raise_if_diverged(traj, "heavy-ball momentum", f"lr={float(lr):g}, beta={float(beta):g}", of=steps)
     return traj
 
 
@@ -151,13 +148,7 @@ def momentum_modified_loss(loss: Loss, lr: float, beta: float) -> Loss:
     started with :func:`flow_matched_velocity` (chapter 9; Ghosh et al. 2023). Pass it to
     :func:`~igr_tutorial.flows.gradient_flow`.
     """
-    strength = momentum_regularization_strength(lr, beta)
-
-    def loss_tilde(params: PyTree) -> jax.Array:
-        value, grads = jax.value_and_grad(loss)(params)
-        return value + strength * tree_sq_norm(grads)
-
-    return loss_tilde
+    return penalized_loss(loss, momentum_regularization_strength(lr, beta))
 
 
 def penalized_gradient_flow(
@@ -178,10 +169,18 @@ def penalized_gradient_flow(
     argument of the compiled solver, so one compilation serves every ``c``, the gradient flow included
     (``gradient_flow`` and ``modified_flow`` compile one solver each). Chapter 9.
     """
-    value = real_scalar(strength, "strength", "a single real number >= 0")
-    if value is None or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"strength must be a finite number >= 0 (the coefficient of ‖∇E‖²), got {strength!r}.")
-    return _solve_flow(loss, params, times, 4.0 * value, 1, rtol, atol, max_steps)
+    check_nonnegative(strength, "strength", "the coefficient of ‖∇E‖²", traced=False)
+    check_scalar_loss(loss, params)
+    return solve_ode(
+        _penalized_field, params, times, (loss, jnp.asarray(strength, leaf_dtype(params))),
+        rtol=rtol, atol=atol, max_steps=max_steps,
+        hint=GRADIENT_FLOW_HINT,
+    )
+
+
+def _penalized_field(t, y, args):
+    loss, strength = args
+    return jax.tree.map(jnp.negative, penalized_gradient(loss, y, strength))
 
 
 def flow_matched_velocity(loss: Loss, params: PyTree, lr: float, beta: float) -> PyTree:
@@ -214,23 +213,26 @@ def optax_descent(optimizer: Any, loss: Loss, params: PyTree, steps: int, *, all
     check_scalar_loss(loss, params)
     traj = _optax_scan(optimizer, loss, params, steps)
     if not allow_divergence:
-        _raise_if_diverged(traj, "the optax optimizer", "the optimizer passed in", of=steps)
+        raise_if_diverged(traj, "the optax optimizer", "the optimizer passed in", of=steps)
     return traj
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 3))
 def _optax_scan(optimizer: Any, loss: Loss, p0: PyTree, steps: int) -> PyTree:
     """The ``steps + 1`` iterates of ``optimizer`` on ``loss``: compiled once per optimizer, loss and shape."""
-    grad = jax.grad(loss)
+    step = _optax_step(optimizer, jax.grad(loss))
+    return scan_steps(lambda c, _: step(c), (p0, optimizer.init(p0)), length=steps, record=lambda c: c[0])[1]
 
-    def step(carry, _):
+
+def _optax_step(optimizer: Any, grad):
+    """``(θ, state) ↦ (θ + updates, state')`` with ``updates, state' = optimizer.update(∇E(θ), state, θ)``."""
+
+    def step(carry):
         p, state = carry
         updates, state = optimizer.update(grad(p), state, p)
-        p = jax.tree.map(lambda x, u: x + u.astype(x.dtype), p, updates)
-        return (p, state), p
+        return jax.tree.map(lambda x, u: x + u.astype(x.dtype), p, updates), state
 
-    _, traj = lax.scan(step, (p0, optimizer.init(p0)), None, length=steps)
-    return jax.tree.map(lambda a, t: jnp.concatenate([a[None], t]), p0, traj)
+    return step
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,11 +267,10 @@ def gd_quadratic_modified_rate(lr: float, eigenvalue: Any, order: int) -> np.nda
     convergence 1: for ``lr·λ > 1`` the terms grow without bound. Chapter 9.
     """
     check_learning_rate(lr)
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 0:
-        raise ValueError(f"order must be a non-negative integer, got {order!r}.")
+    order = check_order(order)
     lam = np.asarray(eigenvalue, dtype=float)
     z = lr * lam
-    k = np.arange(int(order) + 1).reshape((-1,) + (1,) * z.ndim)
+    k = np.arange(order + 1).reshape((-1,) + (1,) * z.ndim)
     return lam * np.sum(z**k / (k + 1), axis=0)
 
 
@@ -280,7 +281,7 @@ def gd_quadratic_modified_rate(lr: float, eigenvalue: Any, order: int) -> np.nda
 
 def _sam_direction(g: PyTree, normalize: bool) -> tuple[PyTree, jax.Array]:
     if not normalize:
-        return g, jnp.asarray(1.0, _leaf_dtype(g))
+        return g, jnp.asarray(1.0, leaf_dtype(g))
     norm = jnp.sqrt(tree_sq_norm(g))
     inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     return jax.tree.map(lambda x: x * inv.astype(x.dtype), g), inv
@@ -321,12 +322,9 @@ def _sam_scan(loss, params, lr, rho, steps, normalize):
 
     def step(p, _):
         v, _ = _sam_direction(grad(p), normalize)
-        g_sam = grad(jax.tree.map(lambda x, vi: x + rho.astype(x.dtype) * vi, p, v))
-        new = jax.tree.map(lambda x, gi: x - lr.astype(x.dtype) * gi, p, g_sam)
-        return new, new
+        return descent_step(p, grad(jax.tree.map(lambda x, vi: x + rho.astype(x.dtype) * vi, p, v)), lr)
 
-    _, traj = lax.scan(step, params, None, length=steps)
-    return jax.tree.map(lambda p0, t: jnp.concatenate([p0[None], t]), params, traj)
+    return scan_steps(step, params, length=steps, record=lambda p: p)[1]
 
 
 def sam_descent(
@@ -348,10 +346,10 @@ def sam_descent(
     check_radius(rho)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
-    dtype = _leaf_dtype(params)
+    dtype = leaf_dtype(params)
     traj = _sam_scan(loss, params, jnp.asarray(lr, dtype), jnp.asarray(rho, dtype), steps, bool(normalize))
     if not allow_divergence and not is_traced(lr):
-        _raise_if_diverged(traj, "SAM", f"lr={float(lr):g}, rho={float(rho):g}", of=steps)
+        raise_if_diverged(traj, "SAM", f"lr={float(lr):g}, rho={float(rho):g}", of=steps)
     return traj
 
 
@@ -492,10 +490,7 @@ def _trace_one(loss, params, u0, lr, beta, steps, record_every, power_iters, met
             v = beta * v - lr * g
             return (x + v, v), val
         val, k1 = value_grad(x)  # RK4 for θ' = −∇E
-        k2 = jax.grad(f)(x - lr / 2 * k1)
-        k3 = jax.grad(f)(x - lr / 2 * k2)
-        k4 = jax.grad(f)(x - lr * k3)
-        return (x - lr / 6 * (k1 + 2 * k2 + 2 * k3 + k4), v), val
+        return (rk4_step(jax.grad(f), x, lr, k1), v), val
 
     def power(_, state):
         # w = Hu; iterate on H + σI with σ = ‖w‖ − uᵀw ≥ 0: σ = 0 once u is the top eigenvector, and large while
@@ -521,6 +516,14 @@ def _trace_one(loss, params, u0, lr, beta, steps, record_every, power_iters, met
     (x, _, _), (lams, vals) = lax.scan(record, init, jnp.arange(steps // record_every + 1))
     losses = jnp.concatenate([vals[1:].reshape(-1), f(x)[None]])
     return unravel(x), lams, losses
+
+
+def _num_runs(params: PyTree, what: str) -> int:
+    """The number of runs in ``params``, which holds one ``what`` per run stacked along a leading axis."""
+    leaves = jax.tree.leaves(params)
+    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
+        raise ValueError(f"params must hold one {what} per run, stacked along a leading axis.")
+    return jnp.shape(leaves[0])[0]
 
 
 def _per_run(value: Any, name: str, runs: int, dtype: Any) -> np.ndarray:
@@ -595,21 +598,15 @@ def sharpness_trace(
         raise ValueError(f"power_iters must be a positive integer, got {power_iters!r}.")
     if method not in ("heavy_ball", "rk4"):
         raise ValueError(f"method must be 'heavy_ball' or 'rk4', got {method!r}.")
-    if mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
-    if mode == "auto":
-        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
-    leaves = jax.tree.leaves(params)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
-        raise ValueError("params must hold one initialization per run, stacked along a leading axis.")
-    runs = jnp.shape(leaves[0])[0]
+    mode = run_mode(mode)
+    runs = _num_runs(params, "initialization")
     lrs_np, betas_np = _per_run(lrs, "lrs", runs, float), _per_run(betas, "betas", runs, float)
     for lr in lrs_np:
         check_learning_rate(lr, name="every entry of lrs")
     for beta in betas_np:
         check_momentum(beta)
-    dtype = _leaf_dtype(params)
-    size = sum(int(np.prod(jnp.shape(x)[1:])) for x in leaves)
+    dtype = leaf_dtype(params)
+    size = sum(int(np.prod(jnp.shape(x)[1:])) for x in jax.tree.leaves(params))
     starts = jnp.asarray(np.random.default_rng(seed).standard_normal((runs, size)), dtype)
     lr_arr, beta_arr = jnp.asarray(lrs_np, dtype), jnp.asarray(betas_np, dtype)
     leaves, static = _split_loss(loss)
@@ -622,8 +619,7 @@ def sharpness_trace(
                         vmap=False, **static_args)
             for i in range(runs)
         ]
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
-        sharp, losses = jnp.stack([o[1] for o in outs]), jnp.stack([o[2] for o in outs])
+        final, sharp, losses = stack_runs(outs)
     return SharpnessTrace(
         step=np.arange(steps // record_every + 1) * record_every,
         sharpness=np.asarray(sharp),
@@ -640,13 +636,8 @@ def _adam_many(loss, params, lrs, b1s, b2s, steps, eps, eps_root):
 
     def one(p0, lr, b1, b2, n):
         optimizer = optax.adam(lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-
-        def body(_, carry):
-            p, state = carry
-            updates, state = optimizer.update(grad(p), state, p)
-            return jax.tree.map(lambda x, u: x + u.astype(x.dtype), p, updates), state
-
-        return lax.fori_loop(0, n, body, (p0, optimizer.init(p0)))[0]
+        step = _optax_step(optimizer, grad)
+        return lax.fori_loop(0, n, lambda _, c: step(c), (p0, optimizer.init(p0)))[0]
 
     return jax.vmap(one)(params, lrs, b1s, b2s, steps)
 
@@ -671,10 +662,7 @@ def adam_sweep(
     traced (a vmapped loop runs ``max(steps)`` iterations and leaves finished runs unchanged), so a sweep
     compiles once. Matches :func:`optax_descent` run by run (tested). Chapter 9.
     """
-    leaves = jax.tree.leaves(params)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves) or len({jnp.shape(x)[0] for x in leaves}) != 1:
-        raise ValueError("params must hold one start per run, stacked along a leading axis.")
-    runs = jnp.shape(leaves[0])[0]
+    runs = _num_runs(params, "start")
     lr_np, b1_np, b2_np = (_per_run(v, n, runs, float) for v, n in ((lrs, "lrs"), (b1, "b1"), (b2, "b2")))
     steps_np = _per_run(steps, "steps", runs, np.int64)
     for lr in lr_np:
@@ -684,10 +672,8 @@ def adam_sweep(
     if np.any(steps_np < 0):
         raise ValueError("steps must be >= 0.")
     for name, e in (("eps", eps), ("eps_root", eps_root)):
-        value = real_scalar(e, name, "a single real number >= 0")
-        if value is None or not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {e!r}.")
-    dtype = _leaf_dtype(params)
+        check_nonnegative(e, name, "added to Adam's denominator", traced=False)
+    dtype = leaf_dtype(params)
     return _adam_many(
         loss, params, jnp.asarray(lr_np, dtype), jnp.asarray(b1_np, dtype), jnp.asarray(b2_np, dtype),
         jnp.asarray(steps_np, jnp.int32), jnp.asarray(eps, dtype), jnp.asarray(eps_root, dtype),

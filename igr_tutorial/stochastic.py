@@ -29,14 +29,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from ._checks import check_learning_rate, check_scalar_loss, check_steps, is_traced
-from .flows import _leaf_dtype, _raise_if_diverged, _solve_ode
-from .tree import PyTree
+from ._core import (Loss, PyTree, check_learning_rate, check_scalar_loss, check_steps, descent_step, epoch_permutation,
+                    is_traced, leaf_dtype, raise_if_diverged, scan_steps, sgd_step, solve_ode)
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
-Loss = Callable[[PyTree], jax.Array]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,20 +187,14 @@ def reshuffled_sgd_modified_loss(batch_loss: BatchLoss, data: PyTree, batch_size
 # --------------------------------------------------------------------------------------------------
 
 
-def _sgd_steps(batch_loss, params, batches, lr):
-    grad = jax.grad(batch_loss)
-
-    def step(p, batch):
-        new = jax.tree.map(lambda x, g: x - lr.astype(x.dtype) * g, p, grad(p, batch))
-        return new, new
-
-    return lax.scan(step, params, batches)
+def _sgd_steps(batch_loss, params, batches, lr, record=None):
+    """One SGD epoch over ``batches`` (leading axis ``m``): ``(final θ, θ₀…θₘ or None)``, see ``scan_steps``."""
+    return scan_steps(lambda p, batch: sgd_step(batch_loss, p, batch, lr), params, batches, record=record)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _sgd_epoch(batch_loss, params, batches, lr):
-    _, traj = _sgd_steps(batch_loss, params, batches, lr)
-    return jax.tree.map(lambda p0, t: jnp.concatenate([jnp.asarray(p0)[None], t]), params, traj)
+    return _sgd_steps(batch_loss, params, batches, lr, record=lambda p: p)[1]
 
 
 def sgd_epoch(
@@ -216,9 +207,9 @@ def sgd_epoch(
     """
     check_learning_rate(lr)
     _check_batch_loss(batch_loss, params, batches)
-    traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, _leaf_dtype(params)))
+    traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, leaf_dtype(params)))
     if not allow_divergence:
-        _raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
+        raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -247,7 +238,7 @@ def sgd_epoch_endpoints(
     if perms.ndim != 2 or perms.shape[1] != n:
         raise ValueError(f"permutations must have shape (P, {n}) (one permutation per row), got {perms.shape}.")
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, _leaf_dtype(params)), int(batch_size), perms)
+    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), perms)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
@@ -255,12 +246,9 @@ def _sgd_run(batch_loss, params, data, lr, batch_size, epochs, key):
     n = num_examples(data)
 
     def epoch(p, e):
-        perm = jax.random.permutation(jax.random.fold_in(key, e), n)
-        final, _ = _sgd_steps(batch_loss, p, split_batches(data, batch_size, perm), lr)
-        return final, final
+        return _sgd_steps(batch_loss, p, split_batches(data, batch_size, epoch_permutation(key, e, n)), lr)[0]
 
-    _, traj = lax.scan(epoch, params, jnp.arange(epochs))
-    return jax.tree.map(lambda p0, t: jnp.concatenate([jnp.asarray(p0)[None], t]), params, traj)
+    return scan_steps(epoch, params, jnp.arange(epochs), record=lambda p: p)[1]
 
 
 def sgd(
@@ -287,9 +275,9 @@ def sgd(
     num_batches(n, batch_size)
     if not is_traced(lr):
         _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, _leaf_dtype(params)), int(batch_size), epochs, key)
+    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), epochs, key)
     if not allow_divergence and not is_traced(key) and not is_traced(lr):
-        _raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
+        raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -298,14 +286,12 @@ def _gd_sgd_reg(batch_loss, params, data, lr, reg_lr, batch_size, steps, key):
     n = num_examples(data)
 
     def step(p, i):
-        perm = None if key is None else jax.random.permutation(jax.random.fold_in(key, i), n)
+        perm = None if key is None else epoch_permutation(key, i, n)
         batches = split_batches(data, batch_size, perm)
-
         g = jax.grad(_sgd_modified_loss_traced(batch_loss, batches, reg_lr))(p)  # E + (h_reg/4m)·Σₖ‖∇Êₖ‖²
-        return jax.tree.map(lambda x, gi: x - lr.astype(x.dtype) * gi, p, g), None
+        return descent_step(p, g, lr)
 
-    final, _ = lax.scan(step, params, jnp.arange(steps))
-    return final
+    return scan_steps(step, params, jnp.arange(steps))[0]
 
 
 def gd_with_sgd_regularizer(
@@ -346,13 +332,13 @@ def gd_with_sgd_regularizer(
     if not fixed_partition and key is None:
         key = jax.random.PRNGKey(0)
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    dt = _leaf_dtype(params)
+    dt = leaf_dtype(params)
     final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
                         steps, key)
     traced = any(is_traced(x) for x in (lr, reg_lr, key, *jax.tree.leaves(params)))
     if not allow_divergence and not traced:
-        _raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
-                           unit="record")
+        raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
+                          unit="record")
     return final
 
 
@@ -410,9 +396,9 @@ def sgd_modified_flow(
     n = num_examples(data)
     num_batches(n, batch_size)
     _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    return _solve_ode(
+    return solve_ode(
         _sgd_field, params, times,
-        (batch_loss, data, int(batch_size), jnp.asarray(lr, _leaf_dtype(params)), bool(reshuffled)),
+        (batch_loss, data, int(batch_size), jnp.asarray(lr, leaf_dtype(params)), bool(reshuffled)),
         rtol=rtol, atol=atol, max_steps=max_steps,
     )
 

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._checks import check_learning_rate
-from .flows import DivergenceError
+from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, run_mode,
+                    scan_steps, sgd_step, stack_runs)
 from .data import Dataset
+from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
 from .tree import num_parameters, tree_sq_norm
 
@@ -74,35 +75,22 @@ def _metrics(params, arrays, activation):
 
 
 def _step_fn(method, activation, batch_size, n_train):
-    def full_grad(p, xtr, ytr):
-        return jax.grad(classification_loss)(p, xtr, ytr, activation)
+    def batch_loss(p, batch):
+        return classification_loss(p, batch[0], batch[1], activation)
 
     def step(params, i, lr, mu, key, xtr, ytr):
+        full_loss = lambda p: batch_loss(p, (xtr, ytr))  # noqa: E731
         if method == "gd":
-            g = full_grad(params, xtr, ytr)
-            return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
-        if method == "egr":
-            grad_fn = lambda p: full_grad(p, xtr, ytr)  # noqa: E731
-            g = grad_fn(params)
-            _, hg = jax.jvp(grad_fn, (params,), (g,))
-            return jax.tree.map(lambda p, gi, hi: p - lr * (gi + 2 * mu * hi), params, g, hg)
+            return sgd_step(batch_loss, params, (xtr, ytr), lr)
+        if method == "egr":  # θ − h·∇(E + μ‖∇E‖²) = θ − h·(g + 2μ·Hg)
+            return descent_step(params, penalized_gradient(full_loss, params, mu), lr)
         if method == "rk4":
-            f = lambda p: jax.tree.map(jnp.negative, full_grad(p, xtr, ytr))  # noqa: E731
-            axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)  # noqa: E731
-            k1 = f(params)
-            k2 = f(axpy(lr / 2, k1, params))
-            k3 = f(axpy(lr / 2, k2, params))
-            k4 = f(axpy(lr, k3, params))
-            return jax.tree.map(
-                lambda p, a, b, c, d: p + lr / 6 * (a + 2 * b + 2 * c + d), params, k1, k2, k3, k4
-            )
+            return rk4_step(jax.grad(full_loss), params, lr)
         # sgd: reshuffle every epoch, take the (i mod batches_per_epoch)-th minibatch
         per_epoch = n_train // batch_size
         epoch, j = i // per_epoch, i % per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_train)
-        idx = lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
-        g = full_grad(params, xtr[idx], ytr[idx])
-        return jax.tree.map(lambda p, gi: p - lr * gi, params, g)
+        idx = lax.dynamic_slice_in_dim(epoch_permutation(key, epoch, n_train), j * batch_size, batch_size)
+        return sgd_step(batch_loss, params, (xtr[idx], ytr[idx]), lr)
 
     return step
 
@@ -115,22 +103,17 @@ def _train(params, arrays, lr, mu, key, target, *, steps, method, activation, ba
     step = _step_fn(method, activation, batch_size, xtr.shape[0])
     num_records = steps // record_every
 
-    def inner(p, i):
-        return step(p, i, lr, mu, key, xtr, ytr), None
-
     def segment(p, r):
-        return lax.scan(inner, p, r * record_every + jnp.arange(record_every))[0]
+        return scan_steps(lambda q, i: step(q, i, lr, mu, key, xtr, ytr), p, r * record_every + jnp.arange(record_every))[0]
 
     def outer(carry, r):
         # A run stops for good at the first record whose training loss is at or below `target` (-inf: never).
         p, metrics = carry
         p = lax.cond(metrics[0] > target, segment, lambda q, _: q, p, r)
-        metrics = _metrics(p, arrays, activation)
-        return (p, metrics), metrics
+        return p, _metrics(p, arrays, activation)
 
-    first = _metrics(params, arrays, activation)
-    (final, _), recs = lax.scan(outer, (params, first), jnp.arange(num_records))
-    recs = jnp.concatenate([first[None], recs])
+    init = (params, _metrics(params, arrays, activation))
+    (final, _), recs = scan_steps(outer, init, jnp.arange(num_records), record=lambda c: c[1])
     return final, recs
 
 
@@ -293,13 +276,10 @@ def train_sweep(
     record_every = _default_record_every(steps, record_every)
     _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
     target = _check_target(target_loss, method)
-    if mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    mode = run_mode(mode)
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device (e.g. jax.devices()[:1]).")
-    if mode == "auto":
-        mode = "loop" if jax.default_backend() == "cpu" else "vmap"
     per_run = _stacked(init_params, k)
     arrays = _arrays(data)
     static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
@@ -314,8 +294,7 @@ def train_sweep(
         for i in range(k):
             p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
             outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, **static))
-        final = jax.tree.map(lambda *xs: jnp.stack(xs), *[o[0] for o in outs])
-        recs = jnp.stack([o[1] for o in outs])
+        final, recs = stack_runs(outs)
     return final, _history(recs, record_every)
 
 
@@ -333,22 +312,29 @@ def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, 
     the data are replicated, and nothing is exchanged between devices, so each run computes exactly what it
     computes alone on one device.
     """
-    from jax.sharding import Mesh, PartitionSpec as P
-
     k, d = lrs.shape[0], len(devices)
     pad = (-k) % d
 
     def padded(x):
         return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
 
-    mesh = Mesh(np.asarray(devices), ("runs",))
-    run_args = (lrs, mus, keys)
     params = jax.tree.map(padded, init_params) if per_run else init_params
-    runs = P("runs")
-    sharded = jax.jit(jax.shard_map(_vmapped_runs(static, per_run), mesh=mesh, in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
-                                    out_specs=(runs, runs), check_vma=False))
-    final, recs = sharded(params, arrays, *(padded(x) for x in run_args), target)
+    sharded = _sharded_program(tuple(sorted(static.items())), per_run, tuple(devices))
+    final, recs = sharded(params, arrays, *(padded(x) for x in (lrs, mus, keys)), target)
     return jax.tree.map(lambda x: x[:k], final), recs[:k]
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_program(static_items: tuple, per_run: bool, devices: tuple):
+    """The jitted ``shard_map`` of :func:`_vmapped_runs` over a mesh of ``devices``: built once per training
+    configuration and device set, so a second sweep of the same shapes does not compile again."""
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    runs = P("runs")
+    return jax.jit(jax.shard_map(_vmapped_runs(dict(static_items), per_run), mesh=mesh,
+                                 in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
+                                 out_specs=(runs, runs), check_vma=False))
 
 
 def _stacked(params: Any, k: int) -> bool:

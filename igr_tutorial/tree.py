@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from ._core import PyTree
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:

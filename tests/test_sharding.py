@@ -52,7 +52,15 @@ SCRIPT = textwrap.dedent('''
     ex.load_data = lambda s: data32  # the experiments initialize in float32
     sweep = ex.learning_rate_sweep(size)
     out["sweep"] = [[r[k] for k in ("train_loss", "r_ig", "test_accuracy", "sharpness")] for r in sweep["runs"]]
-    json.dump({"devices": len(jax.devices()), "sharded_calls": calls, "out": out}, sys.stdout)
+    # A second gd sweep of the same shapes with other learning rates reuses the compiled sharded program.
+    gd = (tuple(sorted(dict(steps=30, method="gd", activation="tanh", batch_size=None, record_every=10).items())),
+          True, tuple(jax.devices()))
+    programs = tr._sharded_program.cache_info().currsize
+    compiled = tr._sharded_program(*gd)._cache_size() if programs else 0
+    tr.train_sweep(inits, data, [0.07, 0.1, 0.3], 30, method="gd", record_every=10)
+    reused = {"programs": [programs, tr._sharded_program.cache_info().currsize],
+              "compiled": [compiled, tr._sharded_program(*gd)._cache_size() if programs else 0]}
+    json.dump({"devices": len(jax.devices()), "sharded_calls": calls, "out": out, "reused": reused}, sys.stdout)
 ''')
 
 
@@ -74,7 +82,16 @@ def test_two_devices_are_seen_and_used(both):
     assert two["devices"] == 2 and one["devices"] == 1
     # Every train_sweep call (4 methods, the target-loss run, the experiment's one width) went through the
     # sharded path on two devices, and none did on one.
-    assert two["sharded_calls"] == [2] * 6 and one["sharded_calls"] == []
+    assert two["sharded_calls"] == [2] * 7 and one["sharded_calls"] == []
+
+
+def test_a_second_sharded_sweep_of_the_same_shapes_compiles_nothing(both):
+    """The sharded program is built once per configuration and device set (not a fresh jit per call), and the
+    gd sweep's was compiled once: a repeat with other learning rates adds neither a program nor a compilation."""
+    two, _ = both
+    # one per configuration: gd, egr, sgd, rk4, the target-loss run (60 steps) and the experiment's sweep
+    assert two["reused"]["programs"] == [6, 6]
+    assert two["reused"]["compiled"] == [1, 1]
 
 
 @pytest.mark.parametrize("case", ["gd", "egr", "sgd", "rk4", "target", "sweep"])

@@ -1,0 +1,340 @@
+"""The package's private engine room: the machinery every trajectory function shares, written once.
+
+* the types :data:`PyTree` and :data:`Loss` (defined here only; the public modules import them);
+* the error classes :class:`DivergenceError` and :class:`FlowError` (public as ``igr_tutorial.flows.*`` and
+  ``igr_tutorial.*``);
+* input validation: clear ``ValueError`` messages instead of NaN plots (``check_*``);
+* :func:`scan_steps`, the one scan driver: ``θ₀`` followed by the iterates of a ``lax.scan``;
+* the steps: :func:`descent_step` and :func:`sgd_step` (``θ − h·g``), :func:`rk4_step` (RK4 on the gradient
+  flow), and :func:`epoch_permutation` (random reshuffling's order of the examples);
+* batches of runs: :func:`run_mode` (vmap or a loop) and :func:`stack_runs`;
+* :func:`raise_if_diverged`, the divergence check, and :func:`solve_ode`, the adaptive ODE solve behind every
+  flow.
+
+Nothing here is part of the public API; the chapters import the public modules (``flows``, ``stochastic``,
+``optimizers``, ``train``), which call these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+PyTree = Any
+"""Any JAX pytree of arrays (an array, or a dict/list/tuple of arrays): the parameters ``θ``."""
+
+Loss = Callable[[PyTree], jax.Array]
+"""A scalar loss ``E(θ)`` of a parameter pytree."""
+
+
+def _public_in(module: str):
+    """Give a public object defined here the module readers import it from (so the API page lists it there)."""
+
+    def mark(obj):
+        obj.__module__ = module
+        return obj
+
+    return mark
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+@_public_in("igr_tutorial.flows")
+class DivergenceError(ValueError):
+    """Gradient descent produced non-finite parameters (the step size is past the stability limit)."""
+
+
+@_public_in("igr_tutorial.flows")
+class FlowError(ValueError):
+    """The ODE solver could not integrate a flow over the requested times."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------------
+
+
+def is_traced(x: Any) -> bool:
+    """True when ``x`` is an abstract value inside ``jit``/``vmap`` (no concrete value to check)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def real_scalar(x: Any, name: str, expected: str) -> float | None:
+    """``x`` as a float, or ``None`` under tracing; ``ValueError`` ("{name} must be {expected}") unless it is one
+    real number."""
+    if is_traced(x):
+        return None
+    arr = np.asarray(x)
+    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be {expected}, got {x!r}.")
+    return float(arr)
+
+
+def check_nonnegative(x: Any, name: str, what: str, *, traced: bool = True) -> None:
+    """Raise ``ValueError`` unless ``x`` is one finite real number ``≥ 0``; ``what`` says what it is (e.g.
+    "the SAM radius, e.g. 0.05"). A traced value passes when ``traced`` (it cannot be checked), else it is refused:
+    the caller needs a concrete number."""
+    value = real_scalar(x, name, "a single real number >= 0")
+    if value is None and not traced:
+        raise ValueError(f"{name} must be a concrete number ({what}), not a traced value: call this outside jit/vmap.")
+    if value is not None and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0 ({what}), got {x!r}.")
+
+
+def check_learning_rate(lr: Any, name: str = "lr") -> None:
+    """Raise ``ValueError`` unless ``lr`` is a finite, positive scalar (skipped under tracing)."""
+    if is_traced(lr):
+        return
+    try:
+        arr = np.asarray(lr)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} must be a positive number, got {lr!r}.") from exc
+    if arr.ndim != 0:
+        raise ValueError(
+            f"{name} must be a single number, got an array of shape {arr.shape}. "
+            "To run several learning rates at once, use jax.vmap over the learning rate "
+            "(see gradient_descent_sweep)."
+        )
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a real number, got {lr!r}.")
+    value = float(arr)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}. Pass a positive step size such as 0.01.")
+    if value <= 0:
+        raise ValueError(
+            f"{name} must be > 0, got {value}. Gradient descent needs a positive step size (for example 0.01); "
+            "a negative one climbs the loss instead of descending it."
+        )
+
+
+def check_steps(steps: Any) -> int:
+    """Return ``steps`` as an int, or raise ``ValueError`` if it is not a non-negative integer."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    return int(steps)
+
+
+def check_times(times: Any) -> jax.Array:
+    """Return ``times`` as a 1-D array, or raise ``ValueError`` if it is not finite and strictly increasing."""
+    arr = np.asarray(times)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(
+            f"times must be a non-empty 1-D array starting at the initial time, got shape {arr.shape}. "
+            "For example jnp.linspace(0.0, 5.0, 51)."
+        )
+    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+        raise ValueError("times must contain only finite numbers.")
+    if arr.size > 1 and not np.all(np.diff(arr) > 0):
+        bad = int(np.argmax(np.diff(arr) <= 0))
+        raise ValueError(
+            f"times must be strictly increasing, but times[{bad + 1}] = {arr[bad + 1]} does not exceed "
+            f"times[{bad}] = {arr[bad]}. Sort the times and remove duplicates (e.g. jnp.unique(times))."
+        )
+    return jnp.asarray(arr)
+
+
+def check_params(params: Any) -> None:
+    """Raise ``ValueError`` unless ``params`` is a pytree with at least one floating-point leaf."""
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must contain at least one array (an array, or a dict/list/tuple of arrays).")
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"params must be floating-point arrays, got a leaf of dtype {dtype}. "
+                "Convert with jnp.asarray(x, dtype=float), e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
+            )
+
+
+def check_scalar_loss(loss: Callable[[Any], Any], params: Any) -> None:
+    """Raise ``ValueError`` unless ``loss(params)`` returns a real scalar (checked abstractly, no compute)."""
+    if not callable(loss):
+        raise ValueError(f"loss must be a function params -> scalar, got {type(loss).__name__}.")
+    check_params(params)
+    out = jax.eval_shape(loss, params)
+    if not hasattr(out, "shape") or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"loss must return a scalar (shape ()), but it returned shape {shape}. "
+            "Reduce over examples, e.g. return jnp.mean(residuals**2) instead of residuals**2."
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"loss must return a floating-point scalar, got dtype {out.dtype}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# The scan driver and the descent step
+# --------------------------------------------------------------------------------------------------
+
+
+def scan_steps(step: Callable[[Any, Any], Any], init: Any, xs: Any = None, *, length: int | None = None,
+               record: Callable[[Any], Any] | None = None) -> tuple[Any, Any]:
+    """Iterate ``carry ← step(carry, x)`` over ``xs`` (or ``length`` times) in one ``lax.scan``.
+
+    Returns ``(final carry, records)``. With ``record`` (e.g. ``lambda c: c`` when the carry is ``θ``, or
+    ``lambda c: c[0]`` when it is ``(θ, state)``), ``records`` is ``record(init)`` followed by ``record`` of
+    the carry after every step, stacked along a new leading axis: the trajectory ``θ₀, θ₁, …, θₙ`` of every
+    loop in the package. Without it, ``records`` is ``None`` (only the final carry is wanted).
+    """
+    if record is None:
+        final, _ = lax.scan(lambda c, x: (step(c, x), None), init, xs, length=length)
+        return final, None
+
+    def body(carry, x):
+        carry = step(carry, x)
+        return carry, record(carry)
+
+    final, traj = lax.scan(body, init, xs, length=length)
+    return final, jax.tree.map(lambda a, t: jnp.concatenate([jnp.asarray(a)[None], t]), record(init), traj)
+
+
+def descent_step(params: PyTree, grads: PyTree, lr: Any) -> PyTree:
+    """``θ − h·g`` leaf by leaf, ``h = lr`` cast to each leaf's dtype: the update of GD, SGD and their kin."""
+    return jax.tree.map(lambda x, g: x - jnp.asarray(lr).astype(x.dtype) * g, params, grads)
+
+
+def sgd_step(batch_loss: Callable[[PyTree, Any], jax.Array], params: PyTree, batch: Any, lr: Any) -> PyTree:
+    """One SGD step ``θ − h·∇Ê(θ)`` with ``Ê = batch_loss(·, batch)``, the mean loss on ``batch`` (full-batch
+    GD when ``batch`` is the whole data set). Used by :mod:`igr_tutorial.stochastic` and
+    :mod:`igr_tutorial.train`."""
+    return descent_step(params, jax.grad(batch_loss)(params, batch), lr)
+
+
+def rk4_step(grad: Callable[[PyTree], PyTree], params: PyTree, lr: Any, k1: PyTree | None = None) -> PyTree:
+    """One classical Runge–Kutta step of size ``h = lr`` for the gradient flow ``θ' = −∇E``:
+    ``θ − (h/6)·(k₁ + 2k₂ + 2k₃ + k₄)`` with ``k₁ = ∇E(θ)`` (or the given ``k1``), ``k₂ = ∇E(θ − (h/2)k₁)``,
+    ``k₃ = ∇E(θ − (h/2)k₂)``, ``k₄ = ∇E(θ − h·k₃)``. It follows the flow to ``O(h⁴)``, so it removes implicit
+    gradient regularization (Barrett & Dherin 2021, Sec. 5): ``method="rk4"`` of training and of the sharpness
+    traces (chapters 6 and 9)."""
+
+    def stage(a, k):
+        return grad(jax.tree.map(lambda x, ki: x - a * ki, params, k))
+
+    k1 = grad(params) if k1 is None else k1
+    k2 = stage(lr / 2, k1)
+    k3 = stage(lr / 2, k2)
+    k4 = stage(lr, k3)
+    return jax.tree.map(lambda x, a, b, c, d: x - lr / 6 * (a + 2 * b + 2 * c + d), params, k1, k2, k3, k4)
+
+
+def epoch_permutation(key: jax.Array, epoch: Any, n: int) -> jax.Array:
+    """The order of the ``n`` examples in epoch ``epoch`` of random reshuffling: a permutation drawn from
+    ``fold_in(key, epoch)`` (the same in :func:`~igr_tutorial.stochastic.sgd` and
+    :func:`~igr_tutorial.train.train` with ``method="sgd"``)."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+
+
+def run_mode(mode: str) -> str:
+    """``"vmap"`` or ``"loop"`` for a batch of runs: ``mode`` itself, or for ``"auto"`` a loop over one compiled
+    single-run program on a CPU (as fast for these models, and it compiles several times faster) and one vmapped
+    program on an accelerator. ``ValueError`` for anything else."""
+    if mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
+    if mode == "auto":
+        return "loop" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def stack_runs(outs: list) -> Any:
+    """The outputs of a loop over runs (each a pytree, e.g. ``(final, records)``) stacked along a new leading
+    run axis, leaf by leaf: what the vmapped program of the same runs returns."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Divergence
+# --------------------------------------------------------------------------------------------------
+
+
+def leaf_dtype(params: PyTree):
+    """The common dtype of the leaves of ``params`` (the dtype step sizes and times are cast to)."""
+    return jnp.result_type(*jax.tree.leaves(params))
+
+
+@_public_in("igr_tutorial.flows")
+def first_nonfinite_step(trajectory: PyTree) -> int | None:
+    """Index of the first iterate with a NaN or infinite entry, or ``None`` if all are finite."""
+    leaves = jax.tree.leaves(trajectory)
+    n = leaves[0].shape[0]
+    finite = np.ones(n, dtype=bool)
+    for leaf in leaves:
+        finite &= np.isfinite(np.asarray(leaf)).reshape(n, -1).all(axis=1)
+    return None if finite.all() else int(np.argmin(finite))
+
+
+def raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = None, unit: str = "step",
+                      hint: str = "") -> None:
+    """Raise :class:`DivergenceError` naming the first non-finite ``unit`` of ``traj`` (leading axis)."""
+    bad = first_nonfinite_step(traj)
+    if bad is not None:
+        total = "" if of is None else f" of {of}"
+        raise DivergenceError(
+            f"{what} diverged: the parameters became non-finite at {unit} {bad}{total} with {detail}. Use a smaller "
+            f"learning rate{hint}, or pass allow_divergence=True to get the diverging trajectory."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The adaptive ODE solve behind every flow
+# --------------------------------------------------------------------------------------------------
+
+
+def _default_tolerances(params: PyTree) -> tuple[float, float]:
+    if leaf_dtype(params) == jnp.float64:
+        return 1e-10, 1e-12
+    return 1e-6, 1e-8
+
+
+GRADIENT_FLOW_HINT = ("the flow may blow up (a loss unbounded below), or be very stiff; shorten the time span, raise "
+                      "max_steps, or loosen rtol/atol")
+"""What :func:`solve_ode` tells a reader whose gradient flow (of any modified loss) did not reach the end."""
+
+
+def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=None, max_steps: int = 100_000,
+              hint: str = "shorten the time span, raise max_steps, or loosen rtol/atol") -> PyTree:
+    """Integrate ``θ' = field(t, θ, args)`` from ``θ(times[0]) = params`` and sample it at ``times``.
+
+    The one adaptive solver behind every flow of the package: Dormand–Prince 8(7) in float64 (Tsit5 in
+    float32) with a PID step-size controller, tolerances 1e-10/1e-12 in float64 (1e-6/1e-8 in float32) unless
+    given. ``field`` must be a module-level function, so that repeated calls reuse the compiled solver.
+    Raises :class:`FlowError` (with ``hint``) if the solver stops early.
+    """
+    times = check_times(times)
+    dtype = leaf_dtype(params)
+    times = times.astype(dtype)
+    d_rtol, d_atol = _default_tolerances(params)
+    rtol = d_rtol if rtol is None else rtol
+    atol = d_atol if atol is None else atol
+    if times.shape[0] == 1:
+        return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
+    solver = diffrax.Dopri8() if dtype == jnp.float64 else diffrax.Tsit5()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver,
+        t0=times[0],
+        t1=times[-1],
+        dt0=None,
+        y0=params,
+        args=args,
+        saveat=diffrax.SaveAt(ts=times),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    if not bool(sol.result == diffrax.RESULTS.successful):
+        raise FlowError(
+            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}."
+        )
+    return sol.ys
