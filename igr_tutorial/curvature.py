@@ -18,10 +18,8 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from ._core import Loss, PyTree, check_scalar_loss
 from .tree import tree_vdot
-
-PyTree = Any
-Loss = Callable[[PyTree], jax.Array]
 
 
 def hvp(loss: Loss, params: PyTree, v: PyTree) -> PyTree:
@@ -182,8 +180,6 @@ def hessian_top_eigenvalue(
     (Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
     """
 
-    from ._checks import check_scalar_loss
-
     if on_failure not in ("raise", "warn", "ignore"):
         raise ValueError(f"on_failure must be 'raise', 'warn' or 'ignore', got {on_failure!r}.")
     if not (isinstance(max_iters, int) and max_iters >= 1):
@@ -263,8 +259,6 @@ def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int =
     its standard error shrinks like ``1/√num_samples`` (Hutchinson 1990). Chapter 5 relates it to the
     expected loss increase under Gaussian parameter noise, ``E[E(θ+σε)] − E(θ) ≈ ½σ²·tr H``.
     """
-    from ._checks import check_scalar_loss
-
     if not (isinstance(num_samples, int) and num_samples >= 1):
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
     check_scalar_loss(loss, params)

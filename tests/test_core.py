@@ -20,10 +20,8 @@ from igr_tutorial import _core, flows, modified, optimizers as opt, stochastic a
 from _repo import ROOT
 
 PACKAGE = ROOT / "igr_tutorial"
-# curvature.py still defines its own PyTree/Loss and imports check_scalar_loss from the transitional _checks
-# alias: it is being changed on another branch. Remove it from here (and delete _checks.py) once it imports
-# them from _core.
-PENDING = {"curvature.py"}
+# Modules still allowed to define their own PyTree/Loss: none.
+PENDING: set[str] = set()
 
 A = jnp.array([[2.0, 0.5], [0.5, 1.0]])
 THETA = jnp.array([0.7, -0.4])
@@ -85,8 +83,9 @@ def test_no_module_defines_its_own_divergence_check_or_ode_solve():
         assert not [m for m, names in defined.items() if helper in names], helper
 
 
-def test_only_the_pending_module_imports_the_old_validation_module():
-    """Validation lives in _core; ``_checks`` (next to the students' ``checks``) is only a transitional alias."""
+def test_nothing_imports_the_old_validation_module():
+    """Validation lives in _core; the old ``_checks`` (a name too close to the students' ``checks``) is gone."""
+    assert not (PACKAGE / "_checks.py").exists()
     statement = re.compile(r"^\s*(from\s+(\.|igr_tutorial\.)_checks\s+import|import\s+igr_tutorial\._checks)", re.M)
     importers = {p.relative_to(ROOT).as_posix() for d in ("igr_tutorial", "tests", "tools", "book/_ext")
                  for p in (ROOT / d).rglob("*.py") if statement.search(p.read_text())}
