@@ -22,3 +22,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if fresh:
         terminalreporter.write_sep("-", "browser screenshots")
         terminalreporter.write_line(f"{len(fresh)} screenshots of the chapter pages (light, and figures in dark mode): {shots}")
+
+
+#: Test files that take minutes, started first so that pytest-xdist's workers run them side by side while the
+#: quick files fill in around them (with `--dist loadfile`, files are handed out in collection order).
+LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_assignment.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file is kept
