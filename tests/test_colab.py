@@ -231,9 +231,10 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
     tmp, py, book = colab["tmp"], colab["py"], colab["book"]
     (tmp / "pytest.ini").write_text("[pytest]\n")  # keep the repository's pytest options (xdist) out
     env = {**colab["env"], "JAX_PLATFORMS": "cpu"}
-    # One persistent XLA compilation cache for both processes, as the book build's kernels share one
-    # (book/_ext/book_compile_cache.py): the same compiled code, loaded instead of compiled again.
-    env.update(compile_cache_environment(tmp / "jax-cache", env))
+    # A persistent XLA compilation cache per process, as the book build's kernels share one
+    # (book/_ext/book_compile_cache.py): a chapter loads the programs an earlier chapter of its group compiled
+    # (the same compiled code). One per process: JAX writes cache files without a lock.
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     cpus = sorted(os.sched_getaffinity(0))
     groups = chapter_groups(chapter_notebooks(), min(2, len(cpus)))
     procs = [
@@ -242,7 +243,8 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
              "--nbval", "--nbval-current-env", "--nbval-cell-timeout=600",
              "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-q", "-ra",
              *[str(book / nb.name) for nb in group]],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
+            env={**env, **compile_cache_environment(tmp / f"jax-cache-{i}", env)},
             preexec_fn=_pinned_to(cpus[i % len(cpus)]),
         )
         for i, group in enumerate(groups)
