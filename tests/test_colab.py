@@ -214,9 +214,23 @@ def test_chapter_groups_cover_every_chapter_once_and_balance():
     assert max(two) - min(two) <= max(map(_stored_seconds, chapters))  # greedy's bound
 
 
-def _pinned_to(cpu: int):
-    """Pin the process (and the kernels it starts) to one CPU, like ``taskset -c N``: XLA then runs on one thread."""
-    return lambda: os.sched_setaffinity(0, {cpu})
+def _pinned(py, cpu: int, *args) -> list[str]:
+    """The command ``py -m pytest *args`` pinned, with the kernels it starts, to one CPU, like ``taskset -c N``:
+    XLA then runs on one thread. A small Python trampoline sets the affinity and execs pytest, so the parent
+    (which runs JAX's threads) never forks with a ``preexec_fn``."""
+    trampoline = (f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); "
+                  "os.execv(sys.executable, [sys.executable, '-m', 'pytest', *sys.argv[1:]])")
+    return [str(py), "-c", trampoline, *map(str, args)]
+
+
+def test_the_pinned_command_runs_pytest_on_one_cpu(tmp_path):
+    (tmp_path / "test_affinity.py").write_text(
+        "import os\n\ndef test_one_cpu():\n    assert len(os.sched_getaffinity(0)) == 1\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    cpu = max(os.sched_getaffinity(0))
+    proc = subprocess.run(_pinned(sys.executable, cpu, "-c", tmp_path / "pytest.ini", "-p", "no:cacheprovider", "-q",
+                                  tmp_path / "test_affinity.py"), capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -239,13 +253,12 @@ def test_every_chapter_runs_from_the_wheel_and_matches_its_stored_outputs(colab)
     groups = chapter_groups(chapter_notebooks(), min(2, len(cpus)))
     procs = [
         subprocess.Popen(
-            [str(py), "-m", "pytest", "-c", str(tmp / "pytest.ini"), "--rootdir", str(tmp), "-p", "no:cacheprovider",
+            _pinned(py, cpus[i % len(cpus)], "-c", tmp / "pytest.ini", "--rootdir", tmp, "-p", "no:cacheprovider",
              "--nbval", "--nbval-current-env", "--nbval-cell-timeout=600",
              "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-q", "-ra",
-             *[str(book / nb.name) for nb in group]],
+             *[book / nb.name for nb in group]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
             env={**env, **compile_cache_environment(tmp / f"jax-cache-{i}", env)},
-            preexec_fn=_pinned_to(cpus[i % len(cpus)]),
         )
         for i, group in enumerate(groups)
     ]
