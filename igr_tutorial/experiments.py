@@ -29,14 +29,12 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from .curvature import hessian_top_eigenvalue, hessian_trace
 from .data import Dataset, load_mnist, load_mnist1d
-from .nets import accuracy, init_mlp, mlp_apply
+from .nets import init_mlp
 from .stats import mean_se
-from .train import stacked_init, steps_to_target, train_loss_fn, train_sweep
+from .train import perturbed_accuracies, stacked_init, steps_to_target, train_loss_fn, train_sweep
 from .tree import num_parameters, tree_sq_norm
 
 
@@ -245,35 +243,10 @@ def _measure(loss, params, seed: int, trace_samples: int) -> dict[str, Any]:
 
 
 def _noisy_accuracies(finals: Any, data: Dataset, size: ExperimentSize, seeds: Sequence[int]) -> np.ndarray:
-    """Test accuracy of ``θ + σ·ε``, ``ε ~ N(0, I)``, of every run of a sweep (Prediction 2.4: robustness).
-
-    ``finals``: the runs' parameters stacked along a leading axis; ``seeds``: each run's seed. Returns an array
-    ``(runs, len(size.sigmas))``, each entry the mean over ``size.noise_draws`` draws; run ``j`` draws its noise
-    from ``PRNGKey(7 + seeds[j])``, the same ``ε`` for every ``σ``. All runs are one compiled program, whose
-    noise is one Gaussian draw of shape ``(draws, m)`` per run: XLA compiles every random draw separately, and
-    a draw per layer (as :func:`~igr_tutorial.train.perturbed_accuracy` makes) took most of the compile time.
-    """
-    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    dtype = jax.tree.leaves(finals)[0].dtype
-    sig = jnp.asarray(np.asarray(size.sigmas, dtype=float), dtype)
+    """:func:`~igr_tutorial.train.perturbed_accuracies` of every run of a sweep at ``size.sigmas``: run ``j`` draws
+    its ``size.noise_draws`` noise vectors from ``PRNGKey(7 + seeds[j])``. Returns ``(runs, len(size.sigmas))``."""
     keys = jnp.stack([jax.random.PRNGKey(7 + int(s)) for s in seeds])
-    return np.asarray(_noisy_accuracies_compiled(finals, x, y, sig, keys, num_draws=size.noise_draws,
-                                                 activation=size.activation))
-
-
-@functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
-def _noisy_accuracies_compiled(finals, x, y, sig, keys, *, num_draws, activation):
-    def one_run(args):
-        params, key = args
-        flat, unravel = ravel_pytree(params)
-        eps = jax.random.normal(key, (num_draws, flat.shape[0]), flat.dtype)
-
-        def noisy(sigma):
-            return jnp.mean(lax.map(lambda e: accuracy(mlp_apply(unravel(flat + sigma * e), x, activation), y), eps))
-
-        return lax.map(noisy, sig)
-
-    return lax.map(one_run, (finals, keys))
+    return perturbed_accuracies(finals, data, size.sigmas, keys, size.noise_draws, size.activation)
 
 
 _NOT_MEASURED = ("r_ig", "train_loss", "sharpness", "trace", "weight_rms", "train_accuracy", "test_accuracy")

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, run_mode,
                     scan_steps, sgd_step, stack_runs)
@@ -402,25 +403,47 @@ def perturbed_accuracy(
 ) -> np.ndarray:
     """Mean test accuracy of ``θ + σ·ε``, ``ε ~ N(0, I)``, for each ``σ`` (Prediction 2.4: robustness).
 
-    Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws.
+    Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws; the same
+    ``num_draws`` draws of ``ε`` (drawn from ``key``) serve every ``σ``. One run of :func:`perturbed_accuracies`.
+    """
+    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+    return perturbed_accuracies(stacked, data, sigmas, jnp.asarray(key)[None], num_draws, activation)[0]
+
+
+def perturbed_accuracies(
+    stacked_params: Any,
+    data: Dataset,
+    sigmas: Sequence[float],
+    keys: jax.Array,
+    num_draws: int = 10,
+    activation: str = "tanh",
+) -> np.ndarray:
+    """:func:`perturbed_accuracy` of every run of a sweep in one compiled program.
+
+    ``stacked_params``: the runs' parameters stacked along a leading axis; ``keys``: one PRNG key per run.
+    Returns an array ``(runs, len(sigmas))``. Each run's noise is one Gaussian draw of shape
+    ``(num_draws, m)`` over its ``m`` flattened parameters: XLA compiles every random draw of a program
+    separately, and a draw per layer took most of the compile time (chapters 6 and 7).
     """
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    sig = jnp.asarray(np.asarray(sigmas, dtype=float), jax.tree.leaves(params)[0].dtype)
-    return np.asarray(_perturbed_accuracy(params, x, y, sig, key, num_draws=num_draws, activation=activation))
+    sig = jnp.asarray(np.asarray(sigmas, dtype=float), jax.tree.leaves(stacked_params)[0].dtype)
+    return np.asarray(_perturbed_accuracies(stacked_params, x, y, sig, keys, num_draws=num_draws,
+                                            activation=activation))
 
 
 @functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
-def _perturbed_accuracy(params, x, y, sig, key, *, num_draws, activation):
-    leaves, treedef = jax.tree.flatten(params)
+def _perturbed_accuracies(stacked, x, y, sig, keys, *, num_draws, activation):
+    def one_run(args):
+        params, key = args
+        flat, unravel = ravel_pytree(params)
+        eps = jax.random.normal(key, (num_draws, flat.shape[0]), flat.dtype)
 
-    def one(sigma, k):
-        ks = jax.random.split(k, len(leaves))
-        noisy = [l + sigma * jax.random.normal(kk, l.shape, l.dtype) for l, kk in zip(leaves, ks)]
-        return accuracy(mlp_apply(jax.tree.unflatten(treedef, noisy), x, activation), y)
+        def noisy(sigma):
+            return jnp.mean(lax.map(lambda e: accuracy(mlp_apply(unravel(flat + sigma * e), x, activation), y), eps))
 
-    draws = jax.random.split(key, num_draws)
-    # lax.map, not vmap: the same numbers, but a batched random draw takes XLA several times longer to compile
-    return lax.map(lambda s: jnp.mean(lax.map(lambda k: one(s, k), draws)), sig)
+        return lax.map(noisy, sig)
+
+    return lax.map(one_run, (stacked, keys))
 
 
 def implicit_strength_for(lr: float, params: Any) -> float:

@@ -400,6 +400,10 @@ def test_sweep_noise_robustness_matches_numpy_forward_passes_with_the_same_noise
                 logits = h @ np.asarray(layers[-1]["W"]) + np.asarray(layers[-1]["b"])
                 accs.append(np.mean(np.argmax(logits, axis=1) == np.asarray(data.y_test)))
             assert got[j, i] == pytest.approx(np.mean(accs), abs=1e-6)  # float32 mean; one example is 1/60
+        # the public single-run function is the same program on one run
+        one = perturbed_accuracy(jax.tree.map(lambda x: x[j], finals), data, size.sigmas, jax.random.PRNGKey(7 + seed),
+                                 num_draws=3)
+        np.testing.assert_array_equal(one, got[j])
     assert got[0, 1] != got[0, 2]  # the noise does something
 
 
