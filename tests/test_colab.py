@@ -37,6 +37,7 @@ from _repo import ROOT, cell_source, chapter_notebooks, load_notebook, project_v
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 from book_compile_cache import compile_cache_environment  # noqa: E402
+from book_status import stored_execution  # noqa: E402
 
 TOOLS = ["pytest", "nbval", "ipykernel", "nbclient"]  # what runs the notebooks; the rest comes with the package
 
@@ -180,17 +181,10 @@ def test_every_module_of_the_wheel_imports_with_only_its_declared_dependencies(c
 
 
 def _stored_seconds(nb) -> float:
-    """How long the notebook's stored execution took (nbclient's per-cell timestamps): to balance the groups."""
-    import datetime as dt
-
-    total = 0.0
-    for cell in json.loads(nb.read_text())["cells"]:
-        t = cell.get("metadata", {}).get("execution", {})
-        if "iopub.execute_input" in t and "shell.execute_reply" in t:
-            begin, end = (dt.datetime.fromisoformat(t[k].replace("Z", "+00:00"))
-                          for k in ("iopub.execute_input", "shell.execute_reply"))
-            total += (end - begin).total_seconds()
-    return total or 60.0
+    """How long the notebook's stored execution took (the status page's reading of nbclient's cell
+    timestamps), to balance the groups; 60 s for a notebook without timings."""
+    record = stored_execution(str(nb))
+    return record["runtime"] if record and record["runtime"] else 60.0
 
 
 def chapter_groups(chapters, cores: int) -> list[list]:

@@ -136,7 +136,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _stored_execution(path: str) -> dict | None:
+def stored_execution(path: str) -> dict | None:
     """The execution recorded in a notebook's stored outputs: nbclient writes each code cell's timestamps
     (``metadata.execution``) when it executes a notebook. Returns the summed cell times in seconds, when the
     execution started, and whether no stored output is an error; ``None`` when the notebook holds no timings."""
@@ -178,7 +178,7 @@ def _chapters_table(env, docname: str) -> list[nodes.Node]:
             runtime, method = exec_data.get("runtime"), f"this build ({exec_data.get('method', '')})"
             result = "ok" if exec_data.get("succeeded") else "failed: " + str(exec_data.get("error") or "")
         else:
-            record = _stored_execution(path)
+            record = stored_execution(path)
             if record is None:
                 continue
             stored += 1
