@@ -29,6 +29,14 @@ def chapter_notebooks() -> list[pathlib.Path]:
     return sorted(nbs, key=lambda p: order.get(f"book/{p.stem}", 10**6))
 
 
+def readme_commands() -> list[str]:
+    """The commands of the README's opening ``bash`` block (install and build; test), stripped."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block and text.index(block.group(0)) < 40, "the README must open with its commands"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
 def load_notebook(path: pathlib.Path) -> dict:
     return json.loads(path.read_text())
 

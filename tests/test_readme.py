@@ -2,18 +2,11 @@
 
 import re
 
-from _repo import ROOT
-
-
-def _readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text, re.S)
-    assert block and text.index(block.group(0)) < 40, "the README must open with its commands"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+from _repo import ROOT, readme_commands
 
 
 def test_readme_starts_with_exactly_two_commands():
-    commands = _readme_commands()
+    commands = readme_commands()
     assert len(commands) == 2
     install_and_build, test = commands
     assert "pip install -r requirements.txt" in install_and_build and "jupyter-book build" in install_and_build
@@ -22,7 +15,7 @@ def test_readme_starts_with_exactly_two_commands():
 
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert _readme_commands()[1] in ci
+    assert readme_commands()[1] in ci
 
 
 def test_the_one_chapter_command_parses_with_the_project_options():

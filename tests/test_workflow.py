@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from _repo import ROOT
+from _repo import ROOT, readme_commands
 
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
 PUBLISHING_ACTIONS = ("actions/upload-pages-artifact", "actions/deploy-pages")
@@ -26,13 +26,6 @@ def _workflow() -> dict:
     if True in data:
         data["on"] = data.pop(True)
     return data
-
-
-def _readme_commands() -> list[str]:
-    """The README's two commands, read here independently of tests/test_readme.py."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text, re.S)
-    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
 
 
 def _steps(data: dict) -> list[tuple[str, dict, dict]]:
@@ -117,7 +110,7 @@ def test_workflow_parses_and_triggers_on_pushes_to_main_and_pull_requests():
 
 
 def test_workflow_runs_exactly_the_readme_commands_in_order():
-    commands = _readme_commands()
+    commands = readme_commands()
     assert len(commands) == 2, commands
     runs = [step["run"].strip() for _, _, step in _steps(_workflow()) if "run" in step]
     assert runs == commands, f"the workflow's shell steps must be the README's two commands verbatim:\n{runs}"
