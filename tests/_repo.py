@@ -29,6 +29,13 @@ def chapter_notebooks() -> list[pathlib.Path]:
     return sorted(nbs, key=lambda p: order.get(f"book/{p.stem}", 10**6))
 
 
+def book_config() -> dict:
+    """`_config.yml`, the book's Jupyter Book configuration, as parsed YAML."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
 def readme_commands() -> list[str]:
     """The commands of the README's opening ``bash`` block (install and build; test), stripped."""
     text = (ROOT / "README.md").read_text()

@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from _browser import Browser, install_chromium
-from _repo import ROOT, chapter_notebooks, toc_files
+from _repo import ROOT, book_config, chapter_notebooks, toc_files
 
 HTML = ROOT / "_build" / "html"
 
@@ -49,7 +49,7 @@ STORED_OUTPUTS = ["book/0*.ipynb"]
 
 def stored_outputs_config() -> str:
     """`_config.yml` with the chapters excluded from execution, every other setting unchanged."""
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config = book_config()
     assert config["execute"]["execute_notebooks"] == "force", "the README's build must execute every notebook"
     config["execute"]["exclude_patterns"] = STORED_OUTPUTS
     return yaml.safe_dump(config, sort_keys=False)
@@ -256,7 +256,7 @@ def test_status_page_reports_this_build(build):
 
 def test_the_suite_build_changes_only_which_notebooks_execute():
     """The suite's configuration is the README build's, with the chapters excluded from execution."""
-    readme_build, suite_build = yaml.safe_load((ROOT / "_config.yml").read_text()), yaml.safe_load(stored_outputs_config())
+    readme_build, suite_build = book_config(), yaml.safe_load(stored_outputs_config())
     assert suite_build["execute"].pop("exclude_patterns") == STORED_OUTPUTS
     assert "exclude_patterns" not in readme_build["execute"] and suite_build == readme_build
     chapters = chapter_notebooks()
@@ -271,10 +271,6 @@ def test_the_suite_build_changes_only_which_notebooks_execute():
 #   chapter page, pointing at a notebook that exists at that path in the repository, on the branch CI deploys from;
 # - the repository button: `repository.url`;
 # - the download button: the chapter's `.ipynb`, the same notebook as the source.
-
-def _config() -> dict:
-    return yaml.safe_load((ROOT / "_config.yml").read_text())
-
 
 class _Links(HTMLParser):
     def __init__(self) -> None:
@@ -293,7 +289,7 @@ def _anchors(page: pathlib.Path) -> list[dict[str, str]]:
 
 
 def test_the_repository_settings_name_a_github_repository_and_the_deployed_branch():
-    repo = _config()["repository"]
+    repo = book_config()["repository"]
     parts = urlsplit(repo["url"])
     assert parts.scheme == "https" and parts.netloc == "github.com" and len(parts.path.strip("/").split("/")) == 2, (
         f"repository.url must be https://github.com/<owner>/<repo>, not {repo['url']!r}: Colab opens GitHub paths")
@@ -304,7 +300,7 @@ def test_the_repository_settings_name_a_github_repository_and_the_deployed_branc
 
 @pytest.mark.parametrize("nb", chapter_notebooks(), ids=lambda p: p.stem)
 def test_chapter_page_links_to_colab_the_repository_and_its_notebook(build, nb):
-    config = _config()
+    config = book_config()
     repo, colab = config["repository"], config["launch_buttons"]["colab_url"].rstrip("/")
     owner_repo = urlsplit(repo["url"]).path.strip("/")
     path_in_repo = f"{repo.get('path_to_book', '') or ''}".strip("/")
@@ -564,10 +560,9 @@ def test_browser_figures_stay_white_in_dark_mode(pages, nb):
 def test_no_virtual_environment_is_ever_a_source_of_the_book():
     """A venv inside the repository, under any name, holds README and LICENSE files in site-packages, which
     Sphinx would collect ("document isn't included in any toctree"). The exclude patterns must cover them."""
-    import yaml
     from sphinx.util.matching import Matcher
 
-    patterns = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    patterns = book_config()["exclude_patterns"]
     match = Matcher(patterns)
     for path in ("venv/README.md", ".venv/lib/python3.11/site-packages/jax/README.md",
                  "myenv/lib/python3.11/site-packages/numpy/LICENSE.md",

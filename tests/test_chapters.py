@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from _repo import BOOK, ROOT, cell_source, chapter_notebooks, load_notebook, project_version, toc_files
+from _repo import BOOK, ROOT, book_config, cell_source, chapter_notebooks, load_notebook, project_version, toc_files
 
 CHAPTERS = chapter_notebooks()
 IDS = [p.stem for p in CHAPTERS]
@@ -44,9 +44,7 @@ def test_opens_with_title_objectives_and_prerequisites(chapter):
 
 
 def _repository_url() -> str:
-    import yaml
-
-    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    return book_config()["repository"]["url"].rstrip("/")
 
 
 def test_first_code_cell_installs_this_version_from_the_repository_only_when_missing(chapter):

@@ -31,9 +31,8 @@ import sys
 import venv
 
 import pytest
-import yaml
 
-from _repo import ROOT, cell_source, chapter_notebooks, load_notebook, project_version
+from _repo import ROOT, book_config, cell_source, chapter_notebooks, load_notebook, project_version
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 from book_compile_cache import compile_cache_environment  # noqa: E402
@@ -91,7 +90,7 @@ def colab(tmp_path_factory):
     clone = tmp / "igr-tutorial"
     commit = _clone_of_the_working_tree(clone)
 
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    url = book_config()["repository"]["url"].rstrip("/")
     cell = _setup_cell()
     remote = f"git+{url}@v{project_version()}"
     assert cell.count(remote) == 1, f"the setup cell does not install {remote!r}:\n{cell}"
