@@ -31,9 +31,11 @@ def compile_cache_environment(directory: pathlib.Path, environ: dict[str, str]) 
 def _configure(app, config) -> None:
     directory = pathlib.Path(app.doctreedir).parent / "jax-cache"
     added = compile_cache_environment(directory, dict(os.environ))
+    app.igr_compile_cache = None
     if added:
         directory.mkdir(parents=True, exist_ok=True)
         os.environ.update(added)
+        app.igr_compile_cache = directory  # book_parallel_execution gives each of its workers a subfolder
 
 
 def setup(app):

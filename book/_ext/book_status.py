@@ -167,6 +167,7 @@ def _chapters_table(env, docname: str) -> list[nodes.Node]:
     from myst_nb.sphinx_ import NbMetadataCollector
 
     executed = {doc: data.get("exec_data") for doc, data in NbMetadataCollector.get_doc_data(env).items()}
+    parallel = getattr(env, "igr_parallel_execution", None)
     rows, total, stored = [], 0.0, 0
     for doc in sorted(env.found_docs):
         path = str(env.doc2path(doc))
@@ -175,7 +176,10 @@ def _chapters_table(env, docname: str) -> list[nodes.Node]:
         title = env.titles[doc].astext() if doc in env.titles else doc
         exec_data = executed.get(doc)
         if exec_data:
-            runtime, method = exec_data.get("runtime"), f"this build ({exec_data.get('method', '')})"
+            how = exec_data.get("method", "")
+            if how == "cache" and parallel:  # executed by book_parallel_execution, rendered from the cache
+                how = f"{parallel['jobs']} at a time"
+            runtime, method = exec_data.get("runtime"), f"this build ({how})"
             result = "ok" if exec_data.get("succeeded") else "failed: " + str(exec_data.get("error") or "")
         else:
             record = stored_execution(path)
@@ -201,7 +205,14 @@ def _chapters_table(env, docname: str) -> list[nodes.Node]:
             "those outputs (the sum of the cells' times) when they were made. The test suite checks stored "
             "outputs against a fresh execution (nbval)"
         )
-    return [nodes.paragraph(text=text + ":"), _table(["Page", "Execution time (s)", "Executed", "Result"], rows,
+    text += ":"
+    if parallel:
+        text += (
+            f" This build executed {parallel['notebooks']} of them, {parallel['jobs']} at a time, in "
+            f"{parallel['wall_seconds']:.0f} s of wall-clock time (their own times add up to "
+            f"{parallel['notebook_seconds']:.0f} s)."
+        )
+    return [nodes.paragraph(text=text), _table(["Page", "Execution time (s)", "Executed", "Result"], rows,
                                                      ("igr-exec-times",))]
 
 
