@@ -1,26 +1,35 @@
-"""Case 5: executing every chapter ``book/NN_*.ipynb``, each in its own process and Jupyter kernel.
+"""Case 5: executing every chapter ``book/NN_*.ipynb`` as the book build does: each in its own process and Jupyter
+kernel, several at a time (``book/_ext/book_parallel_execution.py``: as many as it would run here, the longest
+first, each worker with its own fresh persistent XLA compilation cache).
 
 No warm-up: a fresh kernel compiles everything it uses, as in a book build, and that cold run is what a reader
-or the build sees. Goal: the whole book in under 3 minutes. With ``--profile``: the compute floor of the two
-training cells (XLA's cost model of the steps they run, at the flop rate ``train`` sustains here).
+or the build sees. Goal: the whole book in at most 4 minutes of wall-clock time. With ``--profile``: the compute
+floor of the two training cells (XLA's cost model of the steps they run, at the flop rate ``train`` sustains here).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
+import queue
 import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 from benchmarks.harness import condition, goal, load, progress
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GOAL_S = 180.0
+GOAL_S = 240.0
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from book_compile_cache import compile_cache_environment  # noqa: E402  (the build's own extensions)
+from book_parallel_execution import default_jobs, longest_first  # noqa: E402
 
 _NOTEBOOK_RUNNER = r"""
 import datetime, json, pathlib, sys, time
@@ -41,7 +50,10 @@ for i, cell in enumerate(nb.cells):
         lines = [l for l in cell.source.splitlines() if l.strip() and not l.lstrip().startswith("#")]
         cells.append({"cell": i, "seconds": (when(ex["shell.execute_reply"]) - when(ex["iopub.execute_input"])).total_seconds(),
                       "first_line": (lines[0] if lines else "")[:90]})
-print("RESULT " + json.dumps({"execute_s": execute_s, "cells": cells}))
+import resource
+cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+          for f in ("ru_utime", "ru_stime"))
+print("RESULT " + json.dumps({"execute_s": execute_s, "cells": cells, "cpu_s": cpu}))
 """
 
 
@@ -50,13 +62,15 @@ def book_chapters(root: pathlib.Path = ROOT) -> list[pathlib.Path]:
     return sorted((root / "book").glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute_chapter(path: pathlib.Path, cell_timeout: int, chapter_timeout: int) -> dict[str, Any]:
-    """Execute one notebook in a fresh process and kernel: wall and CPU time, the slowest cells, or the error."""
+def execute_chapter(path: pathlib.Path, cell_timeout: int, chapter_timeout: int,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Execute one notebook in a fresh process and kernel (environment ``env``, default this process's): wall
+    and CPU time, the slowest cells, or the error."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0, t0 = load(), time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _NOTEBOOK_RUNNER, str(path), str(cell_timeout)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=path.parent,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=chapter_timeout)
         hung = False
@@ -74,8 +88,23 @@ def execute_chapter(path: pathlib.Path, cell_timeout: int, chapter_timeout: int)
         entry["error"] = (f"killed after {chapter_timeout} s. " if hung else "") + (err or out)[-1500:]
         return entry
     res = json.loads(line[len("RESULT "):])
+    entry["cpu_s"] = res["cpu_s"]  # the runner's own count: chapters run side by side share RUSAGE_CHILDREN
     entry["execute_s"] = res["execute_s"]
     entry["slowest_cells"] = sorted(res["cells"], key=lambda c: -c["seconds"])[:3]
+    return entry
+
+
+def _execute_with_retries(path: pathlib.Path, s: Any, env: dict[str, str]) -> dict[str, Any]:
+    failed: list[dict[str, Any]] = []
+    for attempt in range(s.book_attempts):  # a chapter whose execution fails or hangs is run once more
+        progress(f"  executing {path.name} …" + (f" (attempt {attempt + 1})" if attempt else ""))
+        entry = execute_chapter(path, s.book_cell_timeout, s.book_chapter_timeout, env)
+        progress(f"  {path.name}: {entry['median_s']:.1f} s" + (" FAILED" if "error" in entry else ""))
+        if "error" not in entry:
+            break
+        failed.append({"wall_s": entry["median_s"], "error": entry["error"]})
+    if failed:
+        entry["failed_attempts"] = failed
     return entry
 
 
@@ -83,25 +112,35 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
     chapters = book_chapters()
     if s.book_chapters is not None:
         chapters = chapters[: s.book_chapters]
-    variants: dict[str, dict[str, Any]] = {}
-    errors, retried = [], []
-    for path in chapters:
-        failed: list[dict[str, Any]] = []
-        for attempt in range(s.book_attempts):  # a chapter whose execution fails or hangs is run once more
-            progress(f"  executing {path.name} …" + (f" (attempt {attempt + 1})" if attempt else ""))
-            entry = execute_chapter(path, s.book_cell_timeout, s.book_chapter_timeout)
-            progress(f"  {path.name}: {entry['median_s']:.1f} s" + (" FAILED" if "error" in entry else ""))
-            if "error" not in entry:
-                break
-            failed.append({"wall_s": entry["median_s"], "error": entry["error"]})
-        if failed:
-            entry["failed_attempts"] = failed
-            (errors if "error" in entry else retried).append(path.stem)
-        variants[path.stem] = entry
-    total = sum(v["median_s"] for v in variants.values())
-    variants = {"book": {"label": f"all {len(chapters)} chapters, one after another", "median_s": total, "repeats": 1,
-                         "times_s": [total], "cpu_s": sum(v["cpu_s"] for v in variants.values())}, **variants}
-    notes = ["each chapter executed once, in its own Python process and Jupyter kernel; no warm-up"]
+    jobs = min(default_jobs(), len(chapters))
+    slots: queue.Queue[int] = queue.Queue()
+    for i in range(jobs):
+        slots.put(i)
+
+    with tempfile.TemporaryDirectory() as caches:
+        def one(path):  # in a worker thread: one slot, one compile cache, as a build worker's kernels have
+            slot = slots.get()
+            try:
+                environ = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+                cache = pathlib.Path(caches) / f"worker-{slot}"
+                return path, _execute_with_retries(path, s, {**environ, **compile_cache_environment(cache, environ)})
+            finally:
+                slots.put(slot)
+
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            done = dict(pool.map(one, [pathlib.Path(p) for p in longest_first([str(c) for c in chapters])]))
+        wall = time.perf_counter() - t0
+    variants: dict[str, dict[str, Any]] = {path.stem: done[path] for path in chapters}
+    errors = [k for k, v in variants.items() if "error" in v]
+    retried = [k for k, v in variants.items() if "failed_attempts" in v and "error" not in v]
+    one_by_one = sum(v["median_s"] for v in variants.values())
+    variants = {"book": {"label": f"all {len(chapters)} chapters, {jobs} at a time (as the build)", "median_s": wall,
+                         "repeats": 1, "times_s": [wall], "cpu_s": sum(v["cpu_s"] for v in variants.values())},
+                **variants}
+    notes = [f"each chapter executed once, in its own Python process and Jupyter kernel, {jobs} at a time, the "
+             "longest first, as the book build executes them (book/_ext/book_parallel_execution.py); no warm-up",
+             f"the chapters' own times add up to {one_by_one:.0f} s"]
     if s.book_chapters is not None:
         notes.append(f"quick run: only the first {len(chapters)} chapter(s), so the total is not the book's")
     slow = sorted(((c["seconds"], k, c["first_line"]) for k, v in variants.items() if k != "book"
@@ -115,14 +154,15 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
         notes.append("FAILED to execute: " + ", ".join(errors))
     case = {
         "description": "Each book/NN_*.ipynb executed with nbclient in a subprocess (cwd book/, default experiment "
-                       "size for this backend), timed from process start to exit; per chapter and in total.",
-        "settings": {"chapters": [p.stem for p in chapters], "cell_timeout_s": s.book_cell_timeout,
+                       f"size for this backend), {jobs} at a time as the build does, timed from process start to "
+                       "exit; per chapter, and the wall-clock time of them all.",
+        "settings": {"chapters": [p.stem for p in chapters], "jobs": jobs, "cell_timeout_s": s.book_cell_timeout,
                      "chapter_timeout_s": s.book_chapter_timeout, "attempts": s.book_attempts,
                      "IGR_TUTORIAL_SIZE": os.environ.get("IGR_TUTORIAL_SIZE")},
         "variants": variants, "baseline": None,
-        "goal": goal(f"the whole book executes in under {GOAL_S / 60:g} minutes on this machine",
-                     [condition("time to execute every chapter", "total seconds", "<", GOAL_S,
-                                total if not errors else None, "s")]),
+        "goal": goal(f"the whole book executes in at most {GOAL_S / 60:g} minutes on this machine",
+                     [condition("time to execute every chapter", "wall-clock seconds", "<=", GOAL_S,
+                                wall if not errors else None, "s")]),
         "notes": notes,
     }
     if profile and s.book_chapters is None and not errors:
