@@ -103,7 +103,9 @@ def colab(tmp_path_factory):
     work = tmp / "colab"  # an empty working folder, like Colab's /content
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
-    env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    # PIP_NO_COMPILE: pip does not byte-compile every installed file (most are never imported here); Python
+    # compiles what the chapters import, once, on first import.
+    env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_COMPILE="1")
     run([py, "-c", local], cwd=work, env={**env, "PIP_CONSTRAINT": str(tmp / "constraints.txt")}, timeout=1200)
     run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", *TOOLS], cwd=work, env=env, timeout=1200)
     book = tmp / "book"

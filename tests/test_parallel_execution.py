@@ -73,7 +73,7 @@ exclude_patterns = []
 CELL = textwrap.dedent("""\
     import json, os, time
     start = time.time()
-    time.sleep(2.0)
+    time.sleep(1.0)
     print(json.dumps({"name": name, "start": start, "end": time.time(), "token": os.urandom(8).hex()}))
 """)
 
