@@ -9,7 +9,9 @@
   flow), and :func:`epoch_permutation` (random reshuffling's order of the examples);
 * batches of runs: :func:`run_mode` (vmap or a loop) and :func:`stack_runs`;
 * :func:`raise_if_diverged`, the divergence check, and :func:`solve_ode`, the adaptive ODE solve behind every
-  flow.
+  flow (SciPy's Dormand–Prince on a once-compiled vector field);
+* :func:`partition_arrays` / :func:`combine_arrays`: a pytree split into its array leaves (arguments of a
+  compiled function) and the rest (static), and put back together.
 
 Nothing here is part of the public API; the chapters import the public modules (``flows``, ``stochastic``,
 ``optimizers``, ``train``), which call these.
@@ -17,13 +19,14 @@ Nothing here is part of the public API; the chapters import the public modules (
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.integrate
 from jax import lax
 
 PyTree = Any
@@ -287,6 +290,36 @@ def raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = 
 
 
 # --------------------------------------------------------------------------------------------------
+# Pytrees that hold arrays and functions: split into jit arguments and static parts
+# --------------------------------------------------------------------------------------------------
+
+
+def is_array(x: Any) -> bool:
+    """True for a JAX or NumPy array or NumPy scalar: the leaves a compiled function takes as arguments."""
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def partition_arrays(tree: PyTree) -> tuple[PyTree, PyTree]:
+    """``(arrays, rest)``: two copies of ``tree``, the first keeping only its array leaves (:func:`is_array`),
+    the second everything else (functions, ints, strings…), each with ``None`` in place of the other's leaves.
+
+    ``arrays`` can be passed to a ``jit`` as an argument and ``rest`` as a static argument (when its leaves and
+    pytree nodes are hashable, as a loss bound to its data by :func:`~igr_tutorial.train.train_loss_fn` is);
+    :func:`combine_arrays` puts them back together. (Equinox's ``partition(tree, is_array)``, written on
+    ``jax.tree``.)
+    """
+    arrays = jax.tree.map(lambda leaf: leaf if is_array(leaf) else None, tree)
+    rest = jax.tree.map(lambda leaf: None if is_array(leaf) else leaf, tree)
+    return arrays, rest
+
+
+def combine_arrays(arrays: PyTree, rest: PyTree) -> PyTree:
+    """The tree :func:`partition_arrays` split: each leaf taken from ``arrays`` where it is not ``None``,
+    else from ``rest``."""
+    return jax.tree.map(lambda a, r: r if a is None else a, arrays, rest, is_leaf=lambda x: x is None)
+
+
+# --------------------------------------------------------------------------------------------------
 # The adaptive ODE solve behind every flow
 # --------------------------------------------------------------------------------------------------
 
@@ -302,39 +335,171 @@ GRADIENT_FLOW_HINT = ("the flow may blow up (a loss unbounded below), or be very
 """What :func:`solve_ode` tells a reader whose gradient flow (of any modified loss) did not reach the end."""
 
 
+class _Layout:
+    """The structure, shapes and dtypes of a parameter pytree: how a flat vector (``ravel_pytree``'s order) maps
+    to it and back. Hashable, so that it can be a static argument of a compiled function."""
+
+    def __init__(self, params: PyTree):
+        leaves, self.treedef = jax.tree.flatten(params)
+        self.shapes = tuple(tuple(np.shape(leaf)) for leaf in leaves)
+        self.dtypes = tuple(jnp.result_type(leaf).name for leaf in leaves)
+        self.dtype = jnp.result_type(*leaves).name
+        self.sizes = tuple(math.prod(shape) for shape in self.shapes)
+
+    def _key(self):
+        return self.treedef, self.shapes, self.dtypes
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _Layout) and self._key() == other._key()
+
+    def ravel(self, tree: PyTree) -> jax.Array:
+        """The leaves of ``tree`` (this layout) flattened and concatenated, in the common dtype."""
+        return jnp.concatenate([jnp.ravel(leaf).astype(self.dtype) for leaf in jax.tree.leaves(tree)])
+
+    def unravel(self, x: jax.Array) -> PyTree:
+        """The pytree of one flat vector ``x``, each leaf in its own dtype (``jnp.split``, as ``ravel_pytree``)."""
+        pieces = jnp.split(x, np.cumsum(self.sizes)[:-1]) if len(self.sizes) > 1 else [x]
+        return jax.tree.unflatten(self.treedef, [p.reshape(s).astype(d)
+                                                 for p, s, d in zip(pieces, self.shapes, self.dtypes)])
+
+    def unravel_rows(self, rows: np.ndarray) -> PyTree:
+        """The pytree of the rows of ``rows`` (shape ``(T, n)``, on the host), each leaf with a leading axis ``T``."""
+        bounds = np.cumsum((0,) + self.sizes)
+        return jax.tree.unflatten(self.treedef, [
+            jnp.asarray(rows[:, a:b].reshape((rows.shape[0],) + s).astype(d))
+            for a, b, s, d in zip(bounds[:-1], bounds[1:], self.shapes, self.dtypes)
+        ])
+
+
+class _StaticArgs:
+    """The part of a field's ``args`` that is not an array (functions, ints, bools, the pytree structure of a loss
+    bound to its data), hashable by the structure and those leaves: a static argument of :func:`_flat_field`."""
+
+    def __init__(self, treedef, leaves: tuple):
+        self.treedef, self.leaves = treedef, leaves
+
+    def __hash__(self):
+        return hash((self.treedef, self.leaves))
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticArgs) and (self.treedef, self.leaves) == (other.treedef, other.leaves)
+
+
+def _split_args(args: Any) -> tuple[_StaticArgs, list]:
+    """``args`` as (static part, list of its array leaves): the arrays become arguments of the compiled field, so
+    new values of the same shapes (a learning rate, a strength, the data) reuse it."""
+    leaves, treedef = jax.tree.flatten(args)
+    static = _StaticArgs(treedef, tuple(None if is_array(leaf) else leaf for leaf in leaves))
+    try:
+        hash(static)
+    except TypeError as exc:
+        raise TypeError(
+            "solve_ode: every non-array part of the field's args (functions, ints, bools, pytree nodes) must be "
+            f"hashable, so that the compiled field can be reused: {exc}. Pass numbers as arrays (jnp.asarray)."
+        ) from exc
+    return static, [leaf for leaf in leaves if is_array(leaf)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _flat_field(field, static: _StaticArgs, layout: _Layout, t, x, arrays):
+    """``field(t, θ, args)`` on the flat vector ``x`` of ``θ`` (``layout``), evaluated in ``θ``'s dtypes.
+
+    Compiled once per field, static part of ``args`` and layout; ``t``, ``x`` and the array leaves of ``args``
+    are arguments, so a new learning rate, strength, data set or starting point of the same shapes reuses it.
+    """
+    it = iter(arrays)
+    leaves = [next(it) if leaf is None else leaf for leaf in static.leaves]
+    args = jax.tree.unflatten(static.treedef, leaves)
+    return layout.ravel(field(t, layout.unravel(x), args))
+
+
+class _StepWatch:
+    """An event for ``solve_ivp`` that is never triggered: it is called once per accepted step, counts the steps,
+    remembers the last time reached, and stops the solve (by raising) when it needs more than ``max_steps``."""
+
+    class Exhausted(Exception):
+        pass
+
+    def __init__(self, max_steps: int):
+        self.max_steps, self.steps, self.t = max_steps, -1, None  # the first call is at t0, before any step
+
+    def __call__(self, t, y):
+        self.steps += 1
+        self.t = t
+        if self.steps > self.max_steps:
+            raise self.Exhausted
+        return 1.0
+
+
+def _check_finite_start(params: PyTree) -> None:
+    if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(params)):
+        raise ValueError(
+            "params must be finite to start a flow, but they hold NaN or inf. Start from finite parameters "
+            "(for a diverged gradient descent run, the last finite iterate; see first_nonfinite_step)."
+        )
+
+
 def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=None, max_steps: int = 100_000,
               hint: str = "shorten the time span, raise max_steps, or loosen rtol/atol") -> PyTree:
     """Integrate ``θ' = field(t, θ, args)`` from ``θ(times[0]) = params`` and sample it at ``times``.
 
-    The one adaptive solver behind every flow of the package: Dormand–Prince 8(7) in float64 (Tsit5 in
-    float32) with a PID step-size controller, tolerances 1e-10/1e-12 in float64 (1e-6/1e-8 in float32) unless
-    given. ``field`` must be a module-level function, so that repeated calls reuse the compiled solver.
-    Raises :class:`FlowError` (with ``hint``) if the solver stops early.
+    The one adaptive solver behind every flow of the package: SciPy's ``solve_ivp`` (Hairer, Nørsett & Wanner,
+    *Solving Ordinary Differential Equations I*, Sec. II.5 and II.10) with ``DOP853``, Dormand–Prince 8(5,3),
+    for float64 parameters and ``RK45``, Dormand–Prince 5(4), for float32, at tolerances 1e-10/1e-12 in float64
+    (1e-6/1e-8 in float32) unless given. SciPy integrates in float64 on the host; the field is evaluated in the
+    parameters' dtype by one compiled function (:func:`_flat_field`), and the samples come back in that dtype
+    with a leading time axis. ``field`` must be a module-level function and ``args`` may hold arrays (passed to
+    the compiled field as arguments), functions, ints and bools (static), so that repeated calls with new
+    arrays of the same shapes reuse the compiled field. Not traceable: call it outside ``jit``/``vmap``.
+
+    Raises ``ValueError`` for non-finite ``params`` and :class:`FlowError` (with ``hint``) if the solver stops
+    early: a step size below float64's resolution (a blow-up or a very stiff flow), ``max_steps`` accepted steps,
+    or a non-finite field.
     """
     times = check_times(times)
-    dtype = leaf_dtype(params)
-    times = times.astype(dtype)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer (the most steps the solver may take), got {max_steps!r}.")
+    if any(is_traced(leaf) for leaf in jax.tree.leaves((params, args))):
+        raise ValueError("the flows run SciPy's ODE solver on concrete values: call them outside jit/vmap.")
+    _check_finite_start(params)
+    layout = _Layout(params)
+    dtype = np.dtype(layout.dtype)
+    t_eval = np.asarray(times.astype(dtype), dtype=np.float64)
     d_rtol, d_atol = _default_tolerances(params)
     rtol = d_rtol if rtol is None else rtol
     atol = d_atol if atol is None else atol
-    if times.shape[0] == 1:
+    if t_eval.shape[0] == 1:
         return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
-    solver = diffrax.Dopri8() if dtype == jnp.float64 else diffrax.Tsit5()
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        solver,
-        t0=times[0],
-        t1=times[-1],
-        dt0=None,
-        y0=params,
-        args=args,
-        saveat=diffrax.SaveAt(ts=times),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
-    if not bool(sol.result == diffrax.RESULTS.successful):
+    static, arrays = _split_args(args)
+    y0 = np.concatenate([np.ravel(np.asarray(leaf)).astype(np.float64) for leaf in jax.tree.leaves(params)])
+
+    def rhs(t, y):
+        return np.asarray(_flat_field(field, static, layout, np.asarray(t, dtype), np.asarray(y, dtype), arrays),
+                          dtype=np.float64)
+
+    watch = _StepWatch(max_steps)
+    method = "DOP853" if dtype == np.float64 else "RK45"
+    t_end = float(times[-1])
+    try:
+        with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
+            sol = scipy.integrate.solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
+                                            rtol=rtol, atol=atol, events=watch)
+    except _StepWatch.Exhausted:
         raise FlowError(
-            f"the ODE solver stopped before t = {float(times[-1]):g}: {sol.result}. {hint[0].upper()}{hint[1:]}."
-        )
-    return sol.ys
+            f"the ODE solver stopped before t = {t_end:g}: it took max_steps = {max_steps} steps and reached only "
+            f"t = {watch.t:.6g}. {hint[0].upper()}{hint[1:]}."
+        ) from None
+    reached = "" if watch.t is None else f" (at t = {watch.t:.6g}, after {max(watch.steps, 0)} steps)"
+    if sol.status != 0:
+        why = sol.message.rstrip(".")
+        raise FlowError(f"the ODE solver stopped before t = {t_end:g}: {why[:1].lower()}{why[1:]}{reached}. "
+                        f"{hint[0].upper()}{hint[1:]}.")
+    ys = sol.y.T
+    if ys.shape[0] != t_eval.shape[0] or not np.all(np.isfinite(ys)):
+        raise FlowError(f"the ODE solver stopped before t = {t_end:g}: the flow became non-finite{reached}. "
+                        f"{hint[0].upper()}{hint[1:]}.")
+    ys[0] = y0  # the start exactly, not a round trip through the interpolant
+    return layout.unravel_rows(ys.astype(dtype))
