@@ -376,7 +376,7 @@ class _Layout:
 
 class _StaticArgs:
     """The part of a field's ``args`` that is not an array (functions, ints, bools, the pytree structure of a loss
-    bound to its data), hashable by the structure and those leaves: a static argument of :func:`_flat_field`."""
+    bound to its data), hashable by the structure and those leaves: a static argument of :func:`_rk_stages`."""
 
     def __init__(self, treedef, leaves: tuple):
         self.treedef, self.leaves = treedef, leaves
@@ -404,34 +404,142 @@ def _split_args(args: Any) -> tuple[_StaticArgs, list]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _flat_field(field, static: _StaticArgs, layout: _Layout, t, x, arrays):
-    """``field(t, θ, args)`` on the flat vector ``x`` of ``θ`` (``layout``), evaluated in ``θ``'s dtypes.
+def _rk_stages(field, static: _StaticArgs, layout: _Layout, t, y, h, K, table, c, b, lo, hi, arrays):
+    """Rows ``lo+1 … hi`` of the Runge–Kutta stages ``K`` of one step, on the device, in one call:
+    ``K[r+1] = f(t + c[r]·h, y + h·Σⱼ table[r, j]·K[j])`` for ``r = lo … hi−1``, with ``f = field(·, ·, args)``
+    evaluated in the parameters' dtypes on the flat vector of ``θ`` (``layout``). Returns ``(K, y + h·Kᵀb)``.
 
-    Compiled once per field, static part of ``args`` and layout; ``t``, ``x`` and the array leaves of ``args``
-    are arguments, so a new learning rate, strength, data set or starting point of the same shapes reuses it.
+    One compiled program per field, static part of ``args`` and layout: ``t``, ``y``, ``h``, the tableau and the
+    array leaves of ``args`` are arguments, so a new learning rate, strength, data set or starting point of the
+    same shapes reuses it. A whole step (all stages and the derivative at its end) costs one call instead of
+    one per stage; ``h = 0``, ``lo = 0``, ``hi = 1`` evaluates ``f(t, y)`` alone. The stages are combined in
+    float64 when JAX's float64 is on (else float32).
     """
     it = iter(arrays)
-    leaves = [next(it) if leaf is None else leaf for leaf in static.leaves]
-    args = jax.tree.unflatten(static.treedef, leaves)
-    return layout.ravel(field(t, layout.unravel(x), args))
+    args = jax.tree.unflatten(static.treedef, [next(it) if leaf is None else leaf for leaf in static.leaves])
+
+    def f(tt, x):
+        return layout.ravel(field(tt.astype(layout.dtype), layout.unravel(x.astype(layout.dtype)), args)).astype(y.dtype)
+
+    def stage(r, K):
+        return K.at[r + 1].set(f(t + c[r] * h, y + h * (K.T @ table[r])))
+
+    K = lax.fori_loop(lo, hi, stage, K)
+    return K, y + h * (K.T @ b)
 
 
-class _StepWatch:
-    """An event for ``solve_ivp`` that is never triggered: it is called once per accepted step, counts the steps,
-    remembers the last time reached, and stops the solve (by raising) when it needs more than ``max_steps``."""
+try:  # DOP853's interpolant (a private class of SciPy's): without it, SciPy's own dense output (3 calls) serves
+    from scipy.integrate._ivp.rk import Dop853DenseOutput as _Dop853DenseOutput
+except ImportError:  # pragma: no cover - another SciPy layout
+    _Dop853DenseOutput = None
 
-    class Exhausted(Exception):
-        pass
+# SciPy's step-size control constants for its Runge–Kutta pairs (scipy/integrate/_ivp/rk.py).
+_SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 
-    def __init__(self, max_steps: int):
-        self.max_steps, self.steps, self.t = max_steps, -1, None  # the first call is at t0, before any step
 
-    def __call__(self, t, y):
-        self.steps += 1
-        self.t = t
-        if self.steps > self.max_steps:
-            raise self.Exhausted
-        return 1.0
+class _CompiledStagesMixin:
+    """SciPy's Runge–Kutta solver (``DOP853`` or ``RK45``) whose stages come from one compiled call per step.
+
+    ``_step_impl`` is SciPy's own (``RungeKutta._step_impl``: same tableau, error estimate and step-size control,
+    so the same steps up to rounding), with ``rk_step``'s loop over stages replaced by :func:`_rk_stages`: one
+    device call per step instead of one per stage, which is what makes long flows (thousands of steps) cheap.
+    Also stops after ``max_steps`` accepted steps. ``fun(t, y)`` (SciPy's first derivative, its initial step
+    guess and DOP853's dense output) evaluates the same compiled program for one stage.
+    """
+
+    def __init__(self, fun, t0, y0, t_bound, *, compiled, max_steps, state, **options):
+        self._compiled, self._max_steps, self._steps, self._state = compiled, max_steps, 0, state
+        super().__init__(fun, t0, y0, t_bound, **options)
+        self._table, self._c, self._b = _tableau(type(self))
+        self._K = np.zeros((self._table.shape[1], self.n))
+
+    def _stages(self, t, y, h):
+        self._K[0] = self.f
+        K, y_new = self._compiled(t, y, h, self._K, self._table, self._c, self._b, 0, self.n_stages)
+        K = np.asarray(K, dtype=np.float64)
+        self.K[:] = K[: self.n_stages + 1]
+        return np.asarray(y_new, dtype=np.float64), K[self.n_stages]
+
+    def _dense_output_impl(self):
+        if not hasattr(self, "K_extended") or _Dop853DenseOutput is None:
+            return super()._dense_output_impl()
+        # DOP853's own dense output (SciPy's DOP853._dense_output_impl), its three extra stages in one call.
+        h = self.h_previous
+        K, _ = self._compiled(self.t_old, self.y_old, h, self.K_extended, self._table, self._c, self._b,
+                              self.n_stages, self._table.shape[0])
+        K = np.asarray(K, dtype=np.float64)
+        self.K_extended[self.n_stages + 1:] = K[self.n_stages + 1:]
+        F = np.empty((3 + self.D.shape[0], self.n), dtype=self.y_old.dtype)
+        f_old = K[0]
+        delta_y = self.y - self.y_old
+        F[0] = delta_y
+        F[1] = h * f_old - delta_y
+        F[2] = 2 * delta_y - h * (self.f + f_old)
+        F[3:] = h * np.dot(self.D, self.K_extended)
+        return _Dop853DenseOutput(self.t_old, self.t, self.y_old, F)
+
+    def _step_impl(self):
+        if self._steps >= self._max_steps:
+            return False, f"it needed more than max_steps = {self._max_steps} steps"
+        t, y = self.t, self.y
+        min_step = 10 * np.abs(np.nextafter(t, self.direction * np.inf) - t)
+        h_abs = min(max(self.h_abs, min_step), self.max_step)
+        step_accepted = step_rejected = False
+        while not step_accepted:
+            if h_abs < min_step:
+                return False, self.TOO_SMALL_STEP
+            h = h_abs * self.direction
+            t_new = t + h
+            if self.direction * (t_new - self.t_bound) > 0:
+                t_new = self.t_bound
+            h = t_new - t
+            h_abs = np.abs(h)
+            y_new, f_new = self._stages(t, y, h)
+            scale = self.atol + np.maximum(np.abs(y), np.abs(y_new)) * self.rtol
+            error_norm = self._estimate_error_norm(self.K, h, scale)
+            if error_norm < 1:
+                factor = _MAX_FACTOR if error_norm == 0 else min(_MAX_FACTOR, _SAFETY * error_norm ** self.error_exponent)
+                if step_rejected:
+                    factor = min(1, factor)
+                h_abs *= factor
+                step_accepted = True
+            else:
+                h_abs *= max(_MIN_FACTOR, _SAFETY * error_norm ** self.error_exponent)
+                step_rejected = True
+        if not np.all(np.isfinite(y_new)):
+            return False, "the flow became non-finite"
+        self._steps += 1
+        self._state.update(t=t_new, steps=self._steps)
+        self.h_previous, self.y_old = h, y
+        self.t, self.y, self.h_abs, self.f = t_new, y_new, h_abs, f_new
+        return True, None
+
+
+def _tableau(method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(table, c, b)`` of a SciPy Runge–Kutta class for :func:`_rk_stages`: row ``r`` of ``table`` and ``c[r]``
+    give stage ``r + 1``. Rows ``0 … s−1`` are a step's stages, the last of them (``b``) the derivative at its end;
+    DOP853's three further rows are the extra stages of its dense output. Width: the rows of ``K`` (DOP853's 16
+    extended stages, RK45's 7)."""
+    s = method.n_stages
+    A = np.asarray(method.A)
+    extra = np.asarray(getattr(method, "A_EXTRA", np.zeros((0, s + 1))))
+    width = max(s + 1, extra.shape[1])
+    table = np.zeros((s + extra.shape[0], width))
+    table[: s - 1, : A.shape[1]] = A[1:s]
+    table[s - 1, :s] = method.B
+    table[s:, : extra.shape[1]] = extra
+    b = np.zeros(width)
+    b[:s] = method.B
+    c = np.concatenate([np.asarray(method.C)[1:s], [1.0], np.asarray(getattr(method, "C_EXTRA", []))])
+    return table, c, b
+
+
+class _CompiledDOP853(_CompiledStagesMixin, scipy.integrate.DOP853):
+    """SciPy's DOP853 (Dormand–Prince 8(5,3)) with its stages computed by :func:`_rk_stages`."""
+
+
+class _CompiledRK45(_CompiledStagesMixin, scipy.integrate.RK45):
+    """SciPy's RK45 (Dormand–Prince 5(4)) with its stages computed by :func:`_rk_stages`."""
 
 
 def _check_finite_start(params: PyTree) -> None:
@@ -450,7 +558,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     *Solving Ordinary Differential Equations I*, Sec. II.5 and II.10) with ``DOP853``, Dormand–Prince 8(5,3),
     for float64 parameters and ``RK45``, Dormand–Prince 5(4), for float32, at tolerances 1e-10/1e-12 in float64
     (1e-6/1e-8 in float32) unless given. SciPy integrates in float64 on the host; the field is evaluated in the
-    parameters' dtype by one compiled function (:func:`_flat_field`), and the samples come back in that dtype
+    parameters' dtype by one compiled function (:func:`_rk_stages`, all the stages of a step in one call), and the samples come back in that dtype
     with a leading time axis. ``field`` must be a module-level function and ``args`` may hold arrays (passed to
     the compiled field as arguments), functions, ints and bools (static), so that repeated calls with new
     arrays of the same shapes reuse the compiled field. Not traceable: call it outside ``jit``/``vmap``.
@@ -475,29 +583,32 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
         return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
     static, arrays = _split_args(args)
     y0 = np.concatenate([np.ravel(np.asarray(leaf)).astype(np.float64) for leaf in jax.tree.leaves(params)])
+    work = jax.dtypes.canonicalize_dtype(np.float64)  # float64 when JAX's float64 is on, else float32
 
-    def rhs(t, y):
-        return np.asarray(_flat_field(field, static, layout, np.asarray(t, dtype), np.asarray(y, dtype), arrays),
-                          dtype=np.float64)
+    def compiled(t, y, h, K, table, c, b, lo, hi):
+        return _rk_stages(field, static, layout, np.asarray(t, work), np.asarray(y, work), np.asarray(h, work),
+                          np.asarray(K, work), np.asarray(table, work), np.asarray(c, work), np.asarray(b, work),
+                          lo, hi, arrays)
 
-    watch = _StepWatch(max_steps)
-    method = "DOP853" if dtype == np.float64 else "RK45"
+    method = _CompiledDOP853 if dtype == np.float64 else _CompiledRK45
+    table, c, b = _tableau(method)
+    zeros_k = np.zeros((table.shape[1], y0.size))
+
+    def rhs(t, y):  # f(t, y) alone: the first stage with h = 0, through the same compiled program (same shapes)
+        K, _ = compiled(t, y, 0.0, zeros_k, table, c, b, 0, 1)
+        return np.asarray(K[1], dtype=np.float64)
+
+    state = {"t": float(t_eval[0]), "steps": 0}
     t_end = float(times[-1])
-    try:
-        with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
-            sol = scipy.integrate.solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
-                                            rtol=rtol, atol=atol, events=watch)
-    except _StepWatch.Exhausted:
-        raise FlowError(
-            f"the ODE solver stopped before t = {t_end:g}: it took max_steps = {max_steps} steps and reached only "
-            f"t = {watch.t:.6g}. {hint[0].upper()}{hint[1:]}."
-        ) from None
-    reached = "" if watch.t is None else f" (at t = {watch.t:.6g}, after {max(watch.steps, 0)} steps)"
+    with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
+        sol = scipy.integrate.solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
+                                        rtol=rtol, atol=atol, compiled=compiled, max_steps=max_steps, state=state)
+    ys = sol.y.T
+    reached = f" (at t = {state['t']:.6g}, after {state['steps']} steps)"
     if sol.status != 0:
         why = sol.message.rstrip(".")
         raise FlowError(f"the ODE solver stopped before t = {t_end:g}: {why[:1].lower()}{why[1:]}{reached}. "
                         f"{hint[0].upper()}{hint[1:]}.")
-    ys = sol.y.T
     if ys.shape[0] != t_eval.shape[0] or not np.all(np.isfinite(ys)):
         raise FlowError(f"the ODE solver stopped before t = {t_end:g}: the flow became non-finite{reached}. "
                         f"{hint[0].upper()}{hint[1:]}.")
