@@ -11,14 +11,13 @@ import functools
 import warnings
 from typing import Any, Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._core import Loss, PyTree, check_scalar_loss
+from ._core import Loss, PyTree, check_scalar_loss, combine_arrays, partition_arrays
 from .tree import tree_vdot
 
 
@@ -192,7 +191,7 @@ def hessian_top_eigenvalue(
     k = min(max_iters, n)
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = jax.random.normal(key, (n,), x.dtype)
-    loss_arrays, loss_rest = eqx.partition(loss, eqx.is_array)
+    loss_arrays, loss_rest = partition_arrays(loss)
     flat_loss = _FlatLoss(loss_rest, params)
     theta, vec, hv, iters = _lanczos_top(flat_loss, loss_arrays, x, v0, k, n, jnp.asarray(tol, x.dtype))
     theta, iters = float(theta), int(iters)
@@ -238,7 +237,7 @@ class _FlatLoss:
         )
 
     def bind(self, loss_arrays):
-        full = eqx.combine(loss_arrays, self.loss)
+        full = combine_arrays(loss_arrays, self.loss)
         return lambda x: full(self.unravel(x))
 
     def __hash__(self):
@@ -264,7 +263,7 @@ def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int =
     check_scalar_loss(loss, params)
     x, _ = ravel_pytree(params)
     zs = jax.random.rademacher(key, (num_samples, x.shape[0]), dtype=x.dtype)
-    loss_arrays, loss_rest = eqx.partition(loss, eqx.is_array)
+    loss_arrays, loss_rest = partition_arrays(loss)
     return _hutchinson(_FlatLoss(loss_rest, params), loss_arrays, x, zs)
 
 

@@ -166,8 +166,8 @@ def penalized_gradient_flow(
     ``c = 0`` is the gradient flow of ``E``; ``c = h/4`` is GD's modified flow
     (:func:`~igr_tutorial.flows.modified_flow`); ``c`` = :func:`momentum_regularization_strength` is heavy
     ball's. Same adaptive solver and tolerances as :func:`~igr_tutorial.flows.gradient_flow`, but ``c`` is an
-    argument of the compiled solver, so one compilation serves every ``c``, the gradient flow included
-    (``gradient_flow`` and ``modified_flow`` compile one solver each). Chapter 9.
+    argument of the compiled vector field, so one compilation serves every ``c``, the gradient flow included
+    (``gradient_flow`` and ``modified_flow`` compile a field of their own). Chapter 9.
     """
     check_nonnegative(strength, "strength", "the coefficient of ‖∇E‖²", traced=False)
     check_scalar_loss(loss, params)

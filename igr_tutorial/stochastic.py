@@ -389,8 +389,8 @@ def sgd_modified_flow(
     ``reshuffled=True``: ``E_SGD`` = :func:`reshuffled_sgd_modified_loss` (averaged over random partitions,
     what random reshuffling follows); ``False``: :func:`sgd_modified_loss` of the fixed partition of the data
     in its order. One SGD epoch covers the time ``m·h`` (:func:`epoch_time`). Same solver and tolerances as
-    :func:`igr_tutorial.flows.gradient_flow` (Dormand–Prince 8(7) in float64); ``lr`` is traced, so a sweep over
-    learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
+    :func:`igr_tutorial.flows.gradient_flow` (SciPy's Dormand–Prince 8(5,3) in float64); ``lr`` and the data are
+    arguments of the compiled field, so a sweep over learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
     """
     check_learning_rate(lr)
     n = num_examples(data)

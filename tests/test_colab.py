@@ -11,7 +11,7 @@ GitHub, that the tag the chapters pin installs and imports.
 - The clone is `git clone` of this repository plus, committed on top, any uncommitted change of the working tree
   (tracked and untracked files that git does not ignore), so the test checks the code under test, not the last commit.
 - The virtual environment is fresh and does not see the repository (no system site-packages, no PYTHONPATH, run
-  from an empty folder). Importing the package imports jax, diffrax, equinox…, so pip resolves its dependencies from
+  from an empty folder). Importing the package imports jax, scipy, optax…, so pip resolves its dependencies from
   the package registry, pinned to requirements.txt through `PIP_CONSTRAINT` (the versions the book is tested with,
   which pip's cache usually serves; Colab keeps its own instead). Then only what runs notebooks (pytest, nbval,
   ipykernel, nbclient) is added.

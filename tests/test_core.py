@@ -235,3 +235,23 @@ def test_the_compilation_count_sees_a_fresh_jit_per_call():
     """The control: a jit of a new closure on every call compiles every time, and the log shows it."""
     _, second = _compilations(lambda lr: jax.jit(lambda p: p * lr)(THETA))
     assert second
+
+
+def test_partition_arrays_splits_a_bound_loss_into_its_data_and_a_hashable_rest():
+    """_core.partition_arrays/combine_arrays (equinox's partition/combine on jax.tree): the arrays go to a jit as
+    arguments, the rest (functions, ints, strings, pytree nodes) as a static, hashable argument."""
+    from igr_tutorial.train import _BoundLoss
+
+    x, y = jnp.ones((4, 3)), jnp.zeros(4, dtype=jnp.int32)
+    tree = (_BoundLoss(x, y, "tanh"), np.float64(0.5), 3, True, jnp.sin, None, {"a": np.arange(2.0), "f": "name"})
+    arrays, rest = _core.partition_arrays(tree)
+    assert [type(a) for a in jax.tree.leaves(arrays)] == [type(x), type(y), np.float64, np.ndarray]
+    assert jax.tree.leaves(rest) == [3, True, jnp.sin, "name"]
+    assert rest[0].x is None and rest[0].y is None and rest[0].activation == "tanh"
+    hash(rest[:6])  # a static argument (a dict node, as in equinox, is not hashable: solve_ode hashes leaves)
+    # the same loss on other data of the same layout gives an equal rest: one compiled program serves both
+    assert _core.partition_arrays(tree[:1])[1] == _core.partition_arrays((_BoundLoss(x + 1, y, "tanh"),))[1]
+    back = _core.combine_arrays(arrays, rest)
+    assert back[0].x is x and back[0].y is y and back[1:6] == tree[1:6]
+    assert back[6]["a"] is tree[6]["a"] and back[6]["f"] == "name"
+    assert jax.tree.structure(back) == jax.tree.structure(tree)

@@ -9,6 +9,8 @@ On a quadratic ``E = ½θᵀAθ − bᵀθ`` (gradient ``A(θ − θ*)``, ``θ* 
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 import scipy.linalg
 
 import igr_tutorial as igr
+from igr_tutorial import optimizers, stochastic
 from igr_tutorial.losses import quadratic
 
 # --------------------------------------------------------------------------------------------------
@@ -404,3 +407,183 @@ def test_modified_flow_matches_expm_of_truncated_series(order, lr):
     # The orders really differ (so the test above can tell them apart).
     other = A3 + lr / 2 * A3 @ A3 + (lr**2 / 3 * A3 @ A3 @ A3 if order == 1 else 0)
     assert rel_err(traj, flow_closed_form(other, A3, B3, THETA0_3, TIMES)).max() > 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# The adaptive solve itself (_core.solve_ode: SciPy's Dormand–Prince on a once-compiled field)
+# --------------------------------------------------------------------------------------------------
+
+
+def logistic_loss(theta):
+    # −∇E = θ(1 − θ): the logistic equation, θ(t) = 1 / (1 + (1/θ₀ − 1)·e^(−(t − t₀))).
+    return jnp.sum(theta**3 / 3 - theta**2 / 2)
+
+
+def logistic_closed_form(theta0, times) -> np.ndarray:
+    t = np.asarray(times, dtype=float) - times[0]
+    return 1.0 / (1.0 + (1.0 / np.asarray(theta0, dtype=float) - 1.0) * np.exp(-t)[:, None])
+
+
+# The tolerance each dtype's defaults promise (the docstring of gradient_flow): 1e-6 relative in float64, and
+# float32's rtol of 1e-6 plus float32 rounding of the field.
+TOLERANCE = {jnp.float64: 1e-6, jnp.float32: 1e-4}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_solve_matches_the_quadratic_expm_in_both_dtypes(dtype):
+    traj = igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3, dtype=dtype), TIMES)
+    assert traj.dtype == dtype and traj.shape == (len(TIMES), 3)
+    err = rel_err(np.asarray(traj, dtype=float), flow_closed_form(A3, A3, B3, THETA0_3, TIMES))
+    assert err.max() < TOLERANCE[dtype], err.max()
+    if dtype == jnp.float64:
+        assert err.max() < 1e-8  # DOP853 at rtol 1e-10 is far inside the promise
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_solve_matches_the_logistic_closed_form_from_a_later_start(dtype):
+    times = np.linspace(0.5, 8.5, 41)  # t₀ ≠ 0: the closed form counts time from the first sample
+    theta0 = np.array([0.05, 0.5, 1.7])
+    traj = igr.gradient_flow(logistic_loss, jnp.asarray(theta0, dtype=dtype), times)
+    assert traj.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(traj[0]), np.asarray(theta0, dtype=dtype))  # the start, exactly
+    expected = logistic_closed_form(theta0, times)
+    np.testing.assert_allclose(np.asarray(traj, dtype=float), expected, rtol=TOLERANCE[dtype])
+    # the solve is not trivially exact: a loose tolerance shows its error
+    loose = igr.gradient_flow(logistic_loss, jnp.asarray(theta0, dtype=dtype), times, rtol=1e-3, atol=1e-3)
+    assert np.abs(np.asarray(loose, dtype=float) - expected).max() > 10 * np.abs(
+        np.asarray(traj, dtype=float) - expected).max()
+
+
+def test_solve_exponential_decay_of_a_modified_flow_on_a_scalar():
+    # E = (k/2)θ²: the order-1 modified field is −kθ − (h/2)k²θ, so θ(t) = θ₀·exp(−(k + hk²/2)t).
+    k, h = 1.7, 0.3
+    times = np.linspace(0.0, 3.0, 13)
+    traj = np.asarray(igr.modified_flow(lambda th: k / 2 * jnp.sum(th**2), jnp.array([2.0]), h, times))[:, 0]
+    np.testing.assert_allclose(traj, 2.0 * np.exp(-(k + h * k**2 / 2) * times), rtol=1e-8)
+
+
+class _Compilations(logging.Handler):
+    """Collects the names of the programs JAX compiles while ``jax.log_compiles`` is on."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Compiling "):
+            self.names.append(message.split()[1])
+
+
+def _compiled_by(*calls) -> list[list[str]]:
+    """The programs each call compiles, in order (JAX's compilation log)."""
+    handler, logger, out = _Compilations(), logging.getLogger("jax"), []
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            for call in calls:
+                handler.names.clear()
+                call()
+                out.append(list(handler.names))
+    finally:
+        logger.removeHandler(handler)
+    return out
+
+
+def _sgd_batch_loss(p, batch):
+    x, y = batch
+    return jnp.mean((x @ p - y) ** 2) + 0.1 * jnp.sum(p**4)
+
+
+_SGD_DATA = (jnp.asarray(np.random.default_rng(5).normal(size=(8, 3))), jnp.asarray(np.random.default_rng(6).normal(size=8)))
+_OTHER_DATA = (jnp.asarray(np.random.default_rng(7).normal(size=(8, 3))), jnp.asarray(np.random.default_rng(8).normal(size=8)))
+
+
+def _quartic_bowl(p):  # a loss of its own, so that its first flow really compiles here
+    return jnp.sum(p**4) / 4 + jnp.sum(p**2) / 2
+
+
+# Two calls of each flow: the inputs are made here, so that the calls below compile nothing but the flow's own.
+_STARTS = {k: (jnp.asarray(THETA0_3) * (1 + k), jnp.asarray(THETA0_3) - k) for k in (0.0, 0.1)}
+FLOWS = {
+    "gradient_flow": lambda k: igr.gradient_flow(_quartic_bowl, _STARTS[k][0], TIMES),
+    "modified_flow": lambda k: igr.modified_flow(_quartic_bowl, _STARTS[k][0], 0.1 + k, TIMES),
+    "penalized_gradient_flow": lambda k: optimizers.penalized_gradient_flow(_quartic_bowl, _STARTS[k][1], 0.05 + k, TIMES),
+    "sgd_modified_flow": lambda k: stochastic.sgd_modified_flow(
+        _sgd_batch_loss, _STARTS[k][0], _OTHER_DATA if k else _SGD_DATA, 0.1 + k, 4, TIMES[:5]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_a_flow_compiles_its_field_once_for_new_rates_starts_and_data(name):
+    """A second call with another lr/strength, another starting point (and for SGD other data) of the same shapes
+    compiles nothing: those are arguments of the compiled field, not constants in it."""
+    from igr_tutorial._core import _rk_stages
+
+    before = _rk_stages._cache_size()
+    first, second = _compiled_by(lambda: FLOWS[name](0.0), lambda: FLOWS[name](0.1))
+    assert any("_rk_stages" in n for n in first), f"the first call compiled no field: {first}"
+    assert second == [], f"a second call with new numbers compiled again: {second}"
+    assert _rk_stages._cache_size() - before == 1
+
+
+def test_the_compilation_count_sees_a_new_loss():
+    """The control: a flow of a new loss function compiles a new field, and both counts show it."""
+    from igr_tutorial._core import _rk_stages
+
+    before = _rk_stages._cache_size()
+    first, second = _compiled_by(lambda: igr.gradient_flow(lambda p: jnp.sum(p**2), jnp.ones(3), TIMES),
+                                 lambda: igr.gradient_flow(lambda p: jnp.sum(p**2), jnp.ones(3), TIMES))
+    assert any("_rk_stages" in n for n in first) and any("_rk_stages" in n for n in second)
+    assert _rk_stages._cache_size() - before == 2
+
+
+def test_blow_up_over_a_long_span_raises_flow_error_with_the_hint():
+    # E = −θ⁴ from θ = 1: θ(t) = 1/√(1 − 8t) leaves every bound at t = 1/8, long before t = 10.
+    with pytest.raises(igr.FlowError, match=r"stopped before t = 10\b") as info:
+        igr.gradient_flow(quartic_down, jnp.array([1.0]), np.linspace(0.0, 10.0, 11))
+    message = str(info.value)
+    assert "at t = 0.125" in message  # where it stopped: the blow-up time
+    assert "may blow up" in message and "shorten the time span" in message
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_max_steps_exhaustion_raises_flow_error_with_the_hint(dtype):
+    with pytest.raises(igr.FlowError, match=r"stopped before t = 5: it needed more than max_steps = 3 steps \(at t = ") as info:
+        igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3, dtype=dtype), TIMES, max_steps=3)
+    assert "raise max_steps" in str(info.value)
+    # enough steps: the same call succeeds (the limit, not the problem, stopped it)
+    igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3, dtype=dtype), TIMES, max_steps=200)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_initial_params_are_refused_clearly(bad):
+    theta0 = THETA0_3.copy()
+    theta0[1] = bad
+    with pytest.raises(ValueError, match=r"params must be finite to start a flow.*Start from finite parameters"):
+        igr.gradient_flow(LOSS3, jnp.asarray(theta0), TIMES)
+    with pytest.raises(ValueError, match=r"params must be finite"):
+        igr.modified_flow(dict_loss, {**P0_DICT, "b": P0_DICT["b"].at[0].set(bad)}, 0.1, TIMES)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_max_steps_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3), TIMES, max_steps=bad)
+
+
+def test_a_flow_under_jit_says_to_call_it_outside():
+    with pytest.raises(ValueError, match="outside jit/vmap"):
+        jax.jit(lambda p: igr.gradient_flow(LOSS3, p, TIMES))(jnp.asarray(THETA0_3))
+
+
+def test_float32_flow_without_jax_float64_matches_the_closed_form():
+    """With JAX's float64 off (a reader's default), the stages are combined in float32 on the device: the flow
+    still meets float32's tolerance."""
+    times = np.linspace(0.5, 8.5, 41)
+    theta0 = np.array([0.05, 0.5, 1.7])
+    with jax.enable_x64(False):
+        traj = igr.gradient_flow(logistic_loss, jnp.asarray(theta0, dtype=jnp.float32), times)
+    assert traj.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(traj, dtype=float), logistic_closed_form(theta0, times),
+                               rtol=TOLERANCE[jnp.float32])

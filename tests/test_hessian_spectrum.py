@@ -260,9 +260,9 @@ def test_curvature_hvps_run_at_full_float32_matmul_precision():
     W = jnp.ones((4, 3), jnp.float32)
     loss = lambda p: jnp.sum(jnp.tanh(W @ p) ** 2)  # noqa: E731
     x = jnp.ones(3, jnp.float32)
-    import equinox as eqx
+    from igr_tutorial._core import partition_arrays
 
-    arrays, rest = eqx.partition(loss, eqx.is_array)
+    arrays, rest = partition_arrays(loss)
     jaxpr = jax.make_jaxpr(_hutchinson.__wrapped__, static_argnums=0)(
         _FlatLoss(rest, x), arrays, x, jnp.ones((2, 3), jnp.float32)
     )
