@@ -1,6 +1,6 @@
 """Case 5: executing every chapter ``book/NN_*.ipynb`` as the book build does: each in its own process and Jupyter
 kernel, several at a time (``book/_ext/book_parallel_execution.py``: as many as it would run here, the longest
-first, each worker with its own fresh persistent XLA compilation cache).
+first, each worker on its own core with its own fresh persistent XLA compilation cache).
 
 No warm-up: a fresh kernel compiles everything it uses, as in a book build, and that cold run is what a reader
 or the build sees. Goal: the whole book in at most 4 minutes of wall-clock time. With ``--profile``: the compute
@@ -29,7 +29,7 @@ GOAL_S = 240.0
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 from book_compile_cache import compile_cache_environment  # noqa: E402  (the build's own extensions)
-from book_parallel_execution import default_jobs, longest_first  # noqa: E402
+from book_parallel_execution import default_jobs, longest_first, worker_cpus  # noqa: E402
 
 _NOTEBOOK_RUNNER = r"""
 import datetime, json, pathlib, sys, time
@@ -37,6 +37,9 @@ import nbformat
 from nbclient import NotebookClient
 
 path, timeout = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+if len(sys.argv) > 3:  # the build's worker CPUs: this process and the kernel it starts run there
+    import os
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[3].split(",")})
 nb = nbformat.read(path, as_version=4)
 t0 = time.perf_counter()
 NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -63,12 +66,13 @@ def book_chapters(root: pathlib.Path = ROOT) -> list[pathlib.Path]:
 
 
 def execute_chapter(path: pathlib.Path, cell_timeout: int, chapter_timeout: int,
-                    env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Execute one notebook in a fresh process and kernel (environment ``env``, default this process's): wall
-    and CPU time, the slowest cells, or the error."""
+                    env: dict[str, str] | None = None, cpus: set[int] | None = None) -> dict[str, Any]:
+    """Execute one notebook in a fresh process and kernel (environment ``env``, default this process's; on
+    ``cpus`` if given): wall and CPU time, the slowest cells, or the error."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0, t0 = load(), time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _NOTEBOOK_RUNNER, str(path), str(cell_timeout)],
+    where = [",".join(map(str, sorted(cpus)))] if cpus else []
+    proc = subprocess.Popen([sys.executable, "-c", _NOTEBOOK_RUNNER, str(path), str(cell_timeout), *where],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=path.parent,
                             start_new_session=True, env=env)
     try:
@@ -94,11 +98,11 @@ def execute_chapter(path: pathlib.Path, cell_timeout: int, chapter_timeout: int,
     return entry
 
 
-def _execute_with_retries(path: pathlib.Path, s: Any, env: dict[str, str]) -> dict[str, Any]:
+def _execute_with_retries(path: pathlib.Path, s: Any, env: dict[str, str], cpus: set[int] | None) -> dict[str, Any]:
     failed: list[dict[str, Any]] = []
     for attempt in range(s.book_attempts):  # a chapter whose execution fails or hangs is run once more
         progress(f"  executing {path.name} …" + (f" (attempt {attempt + 1})" if attempt else ""))
-        entry = execute_chapter(path, s.book_cell_timeout, s.book_chapter_timeout, env)
+        entry = execute_chapter(path, s.book_cell_timeout, s.book_chapter_timeout, env, cpus)
         progress(f"  {path.name}: {entry['median_s']:.1f} s" + (" FAILED" if "error" in entry else ""))
         if "error" not in entry:
             break
@@ -113,6 +117,7 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
     if s.book_chapters is not None:
         chapters = chapters[: s.book_chapters]
     jobs = min(default_jobs(), len(chapters))
+    cpus = worker_cpus(jobs)
     slots: queue.Queue[int] = queue.Queue()
     for i in range(jobs):
         slots.put(i)
@@ -123,7 +128,8 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
             try:
                 environ = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
                 cache = pathlib.Path(caches) / f"worker-{slot}"
-                return path, _execute_with_retries(path, s, {**environ, **compile_cache_environment(cache, environ)})
+                return path, _execute_with_retries(path, s, {**environ, **compile_cache_environment(cache, environ)},
+                                                   cpus[slot])
             finally:
                 slots.put(slot)
 

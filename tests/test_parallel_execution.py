@@ -36,6 +36,14 @@ def test_jobs_default_to_the_cpu_count_and_the_variable_overrides_it(monkeypatch
     assert parallel.default_jobs({}) == 1, "kernels sharing one GPU run one at a time"
 
 
+def test_each_worker_gets_a_core_of_its_own_when_there_are_enough(monkeypatch):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 5})
+    assert parallel.worker_cpus(2) == [{0}, {1}]
+    assert parallel.worker_cpus(3) == [{0}, {1}, {5}]
+    assert parallel.worker_cpus(4) == [None] * 4, "more workers than cores: no pinning"
+    assert parallel.worker_cpus(1) == [None], "one worker keeps every core"
+
+
 def test_exclusion_follows_myst_nbs_rule():
     """myst-nb matches `execute.exclude_patterns` against the end of the notebook's path."""
     assert parallel.excluded("/repo/book/06_deep_networks.ipynb", ["book/0*.ipynb"])

@@ -16,7 +16,8 @@ So every notebook is executed on every build, as ``force`` would do, only in par
 execution failed is not cached: myst-nb then executes it again itself and reports the failure as usual (with
 warnings as errors, the build stops). The number of notebooks at once is ``$IGR_BOOK_JOBS`` if set, else the
 number of CPU cores (at most 4), and 1 when a JAX accelerator plugin is installed (kernels on one GPU would
-compete for its memory). Each worker's kernels get their own persistent XLA compilation cache
+compete for its memory). With at least as many cores as workers, each worker and its kernels run on a core of
+their own (:func:`worker_cpus`). Each worker's kernels get their own persistent XLA compilation cache
 (``_build/jax-cache/worker-<i>``, see ``book_compile_cache``), so two kernels never write the same cache file at
 once. The wall time of the whole execution is kept for the status page (``book_status``). The extension imports
 neither JAX nor ``igr_tutorial``.
@@ -77,10 +78,22 @@ def longest_first(paths: list[str]) -> list[str]:
 _worker_cache_dir: str | None = None
 
 
-def _init_worker(counter, cache_root: str | None) -> None:
+def worker_cpus(jobs: int) -> list[set[int] | None]:
+    """The CPUs each of ``jobs`` workers (and the kernels it starts) may run on: one core each when there are at
+    least as many usable cores as workers (XLA then runs one thread per kernel, no two kernels compete for a core,
+    and each chapter runs as the test suite's one-core nbval check runs it), else no restriction (``None``)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if jobs < 2 or len(cpus) < jobs:
+        return [None] * jobs
+    return [{cpus[i]} for i in range(jobs)]
+
+
+def _init_worker(counter, cache_root: str | None, cpus: list) -> None:
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
+    if cpus[slot] is not None:
+        os.sched_setaffinity(0, cpus[slot])  # inherited by the kernels this worker starts
     if cache_root:
         directory = pathlib.Path(cache_root) / f"worker-{slot}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -132,7 +145,7 @@ def _execute_notebooks(app, env, docnames) -> None:
     times: dict[str, float] = {}
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-        initializer=_init_worker, initargs=(counter, str(cache_root) if cache_root else None),
+        initializer=_init_worker, initargs=(counter, str(cache_root) if cache_root else None, worker_cpus(jobs)),
     ) as pool:
         futures = [pool.submit(_execute, path, config.execution_in_temp, config.execution_timeout,
                                config.execution_allow_errors) for path in longest_first(paths)]
