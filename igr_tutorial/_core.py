@@ -465,7 +465,11 @@ class _CompiledStagesMixin:
             return super()._dense_output_impl()
         # DOP853's own dense output (SciPy's DOP853._dense_output_impl), its three extra stages in one call.
         h = self.h_previous
-        K, _ = self._compiled(self.t_old, self.y_old, h, self.K_extended, self._table, self._c, self._b,
+        known = self.K_extended.copy()
+        # The rows still to be computed hold whatever SciPy's np.empty left there; every stage reads all rows
+        # (times zero weights for the unknown ones), and 0·NaN is NaN, so they must be zeros.
+        known[self.n_stages + 1:] = 0.0
+        K, _ = self._compiled(self.t_old, self.y_old, h, known, self._table, self._c, self._b,
                               self.n_stages, self._table.shape[0])
         K = np.asarray(K, dtype=np.float64)
         self.K_extended[self.n_stages + 1:] = K[self.n_stages + 1:]

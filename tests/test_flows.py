@@ -587,3 +587,22 @@ def test_float32_flow_without_jax_float64_matches_the_closed_form():
     assert traj.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(traj, dtype=float), logistic_closed_form(theta0, times),
                                rtol=TOLERANCE[jnp.float32])
+
+
+def test_the_flow_never_reads_uninitialized_stage_rows(monkeypatch):
+    """SciPy allocates DOP853's extended stages with np.empty; the dense output's extra stages must not read those
+    rows' leftover bits (weighted by zero, a NaN there still made the whole interpolant NaN, now and then). Here
+    every np.empty of SciPy's Runge–Kutta module is NaN-filled, so reading one would fail every time."""
+    import scipy.integrate._ivp.rk as rk
+
+    class NaNEmpty:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def empty(shape, dtype=float, **kwargs):
+            return np.full(shape, np.nan, dtype=dtype)
+
+    monkeypatch.setattr(rk, "np", NaNEmpty())
+    traj = np.asarray(igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3), TIMES))
+    assert np.all(np.isfinite(traj))
