@@ -29,7 +29,7 @@ GOAL_S = 240.0
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 from book_compile_cache import compile_cache_environment  # noqa: E402  (the build's own extensions)
-from book_parallel_execution import default_jobs, longest_first, worker_cpus  # noqa: E402
+from book_parallel_execution import default_jobs, longest_first, worker_cache_dir, worker_cpus  # noqa: E402
 
 _NOTEBOOK_RUNNER = r"""
 import datetime, json, pathlib, sys, time
@@ -122,12 +122,12 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
     for i in range(jobs):
         slots.put(i)
 
+    environ = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     with tempfile.TemporaryDirectory() as caches:
         def one(path):  # in a worker thread: one slot, one compile cache, as a build worker's kernels have
             slot = slots.get()
             try:
-                environ = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-                cache = pathlib.Path(caches) / f"worker-{slot}"
+                cache = worker_cache_dir(caches, slot)
                 return path, _execute_with_retries(path, s, {**environ, **compile_cache_environment(cache, environ)},
                                                    cpus[slot])
             finally:

@@ -26,6 +26,7 @@ neither JAX nor ``igr_tutorial``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -75,9 +76,6 @@ def longest_first(paths: list[str]) -> list[str]:
     return sorted(paths, key=key)
 
 
-_worker_cache_dir: str | None = None
-
-
 def worker_cpus(jobs: int) -> list[set[int] | None]:
     """The CPUs each of ``jobs`` workers (and the kernels it starts) may run on: one core each when there are at
     least as many usable cores as workers (XLA then runs one thread per kernel, no two kernels compete for a core,
@@ -88,6 +86,12 @@ def worker_cpus(jobs: int) -> list[set[int] | None]:
     return [{cpus[i]} for i in range(jobs)]
 
 
+def worker_cache_dir(root: pathlib.Path | str, slot: int) -> pathlib.Path:
+    """The persistent XLA compilation cache of worker ``slot`` under ``root`` (JAX writes cache files without a
+    lock, so kernels running at the same time never share one)."""
+    return pathlib.Path(root) / f"worker-{slot}"
+
+
 def _init_worker(counter, cache_root: str | None, cpus: list) -> None:
     with counter.get_lock():
         slot = counter.value
@@ -95,7 +99,7 @@ def _init_worker(counter, cache_root: str | None, cpus: list) -> None:
     if cpus[slot] is not None:
         os.sched_setaffinity(0, cpus[slot])  # inherited by the kernels this worker starts
     if cache_root:
-        directory = pathlib.Path(cache_root) / f"worker-{slot}"
+        directory = worker_cache_dir(cache_root, slot)
         directory.mkdir(parents=True, exist_ok=True)
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)  # the kernels this worker starts inherit it
 
@@ -106,8 +110,7 @@ def _execute(path: str, in_temp: bool, timeout: int | None, allow_errors: bool) 
     from jupyter_cache.executors.utils import single_nb_execution
 
     notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory() as temp:
-        cwd = temp if in_temp else str(pathlib.Path(path).parent)
+    with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
         result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
                                      allow_errors=allow_errors, meta_override=True)
     return {"path": path, "notebook": nbformat.writes(result.nb), "seconds": result.time,
