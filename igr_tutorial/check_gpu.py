@@ -13,6 +13,7 @@ which. The suite tests the command on a CPU; the Performance page shows the last
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -49,7 +50,9 @@ def run_chapter(notebook: pathlib.Path, size: str, timeout_s: float) -> dict[str
     notebook = pathlib.Path(notebook)
     script = notebook.with_name(f".check_gpu_{notebook.stem}.py")
     script.write_text(chapter_script(notebook))
-    env = {**os.environ, "IGR_TUTORIAL_SIZE": size, "MPLBACKEND": "Agg"}
+    # Without this, each JAX process takes 75% of the GPU's memory when it starts, and a chapter started while
+    # the report's own process (or another chapter) holds it fails to allocate.
+    env = {**os.environ, "IGR_TUTORIAL_SIZE": size, "MPLBACKEND": "Agg", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, script.name], cwd=notebook.parent, env=env, capture_output=True,
@@ -115,11 +118,15 @@ def _peak(device_kind: str) -> float | None:
 
 
 def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None, chapters: Sequence[str] = (),
-              timeout_s: float = 900.0, paper: dict[str, Any] | None = None,
+              timeout_s: float = 900.0, paper: dict[str, Any] | None = None, jobs: int = 1,
               progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run the chapters in ``book`` (all ``NN_*.ipynb``, or those whose names start with ``chapters``) at
-    ``size`` and time the ``paper`` step (``paper``: keyword arguments of :func:`paper_step_cost`); write the
-    report as JSON to ``out`` and return it."""
+    ``size``, ``jobs`` at a time (each in its own process, sharing the accelerator), and time the ``paper`` step
+    (``paper``: keyword arguments of :func:`paper_step_cost`); write the report as JSON to ``out`` and return it."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be a positive number of chapters run at a time, got {jobs}")
+    # This process's JAX allocates as it goes, leaving the GPU's memory to the chapters it starts.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
 
     from .experiments import data_source, device_info, select_size
@@ -147,13 +154,20 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
             "default_matmul_precision": jax.config.jax_default_matmul_precision or "default (TF32 on NVIDIA GPUs)",
             "chapters": "chapters 6-9 set jax_default_matmul_precision='highest' in their import cell",
         },
+        "jobs": jobs,
         "chapters": [],
     }
-    for nb in notebooks:
+
+    def one(nb: pathlib.Path) -> dict[str, Any]:
         progress(f"{nb.stem} at size {size_name!r} ...")
         result = run_chapter(nb, size_name, timeout_s)
         progress(f"{nb.stem}: {'passed' if result['passed'] else 'FAILED'} in {result['wall_s']:.1f} s")
-        report["chapters"].append(result)
+        return result
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        report["chapters"] = list(pool.map(one, notebooks))  # in chapter order, whichever finishes first
+    report["chapters_wall_s"] = round(time.perf_counter() - t0, 1)
     progress("paper sweep: timing one step ...")
     cost = paper_step_cost(**(paper or {}))
     peak = _peak(kind) if report["backend"] == "gpu" else None

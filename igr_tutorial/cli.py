@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experiment size (default: $IGR_TUTORIAL_SIZE, else 'gpu' on a GPU, 'small' otherwise)")
     chk.add_argument("--chapters", nargs="*", default=[], metavar="NN",
                      help="only the chapters whose file names start with these (e.g. 05 06)")
+    chk.add_argument("--jobs", default=1, type=int, metavar="N",
+                     help="chapters run at a time, each in its own process on the same accelerator (default 1)")
     chk.add_argument("--timeout", default=900.0, type=float, metavar="S", help="seconds per chapter (default 900)")
     chk.add_argument("--paper-width", default=800, type=int, help=argparse.SUPPRESS)
     chk.add_argument("--paper-train", default=60000, type=int, help=argparse.SUPPRESS)
@@ -207,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             report = check_gpu(args.book, args.out, size=args.size, chapters=args.chapters, timeout_s=args.timeout,
+                               jobs=args.jobs,
                                paper={"width": args.paper_width, "num_train": args.paper_train,
                                       "steps": args.paper_steps})
         except (ValueError, OSError) as exc:

@@ -11,6 +11,29 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 
 
+#: Added to XLA_FLAGS for the suite by tests/conftest.py: XLA compiles without LLVM's optimization passes. The
+#: unit tests compile hundreds of small programs and run each once or a few times, so compiling is most of their
+#: time, and -O0 compiles about a third faster; what they compute is the same arithmetic (XLA's CPU backend keeps
+#: IEEE semantics at every level). Chapters whose printed outputs are compared with the stored ones run without it,
+#: with the flags of the book build (:func:`book_environment`).
+TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+
+
+def with_test_xla_flag(flags: str | None) -> str:
+    """``flags`` (an XLA_FLAGS value) with :data:`TEST_XLA_FLAG` appended once."""
+    words = (flags or "").split()
+    return " ".join(words if TEST_XLA_FLAG in words else [*words, TEST_XLA_FLAG])
+
+
+def book_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the suite's :data:`TEST_XLA_FLAG`: how the book build runs the chapters."""
+    env = dict(env)
+    words = [w for w in env.pop("XLA_FLAGS", "").split() if w != TEST_XLA_FLAG]
+    if words:
+        env["XLA_FLAGS"] = " ".join(words)
+    return env
+
+
 def project_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 

@@ -1,9 +1,14 @@
-"""Test-wide settings: CPU JAX in float64 for the unit tests; notebook kernels inherit the environment."""
+"""Test-wide settings: CPU JAX in float64 for the unit tests, compiled at -O0; notebook kernels inherit the
+environment, except the chapters compared with their stored outputs (tests/test_colab.py, tests/test_book.py)."""
 
 import os
 
+from _repo import with_test_xla_flag
+
 # A GPU machine's CUDA warnings on stderr would otherwise enter the nbval comparison of notebook outputs.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Before JAX starts its backend, which reads XLA_FLAGS once; the processes the tests start inherit it.
+os.environ["XLA_FLAGS"] = with_test_xla_flag(os.environ.get("XLA_FLAGS"))
 
 import jax  # noqa: E402
 

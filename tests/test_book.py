@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from _browser import Browser, install_chromium
-from _repo import ROOT, book_config, chapter_notebooks, toc_files
+from _repo import ROOT, book_config, book_environment, chapter_notebooks, toc_files
 
 HTML = ROOT / "_build" / "html"
 
@@ -81,7 +81,8 @@ def build(tmp_path_factory):
     decoy = _venv_named_venv()
     try:
         cmd = [str(exe), "build", str(ROOT), "--config", str(config), "--all", "-W", "-n", "--keep-going"]
-        env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # the build's own cache
+        # the build's own compile cache and XLA flags (not the suite's -O0)
+        env = {k: v for k, v in book_environment(os.environ).items() if k != "JAX_COMPILATION_CACHE_DIR"}
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     finally:
         config.unlink()

@@ -34,7 +34,7 @@ def report(tmp_path_factory):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     env.pop("IGR_TUTORIAL_SIZE", None)
     proc = subprocess.run([sys.executable, "-m", "igr_tutorial", "check-gpu", "--book", str(book), "--out", str(out),
-                           "--size", "tiny", "--paper-width", "8", "--paper-train", "64", "--paper-steps", "2"],
+                           "--size", "tiny", "--jobs", "2", "--paper-width", "8", "--paper-train", "64", "--paper-steps", "2"],
                           capture_output=True, text=True, env=env, cwd=book)
     return proc, json.loads(out.read_text()), book
 
@@ -48,6 +48,7 @@ def test_the_command_fails_when_a_chapter_fails_and_says_which(report):
     assert not fails["passed"] and "the claim does not hold at this size" in fails["error"]
     assert rep["passed"] is False
     assert "02_fails: FAILED" in proc.stderr
+    assert rep["jobs"] == 2 and 0 < rep["chapters_wall_s"]  # run side by side, reported in chapter order
 
 
 def test_the_report_names_device_precision_size_data_and_the_paper_step(report):
@@ -88,3 +89,10 @@ def test_no_chapters_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "igr_tutorial", "check-gpu", "--book", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1 and "no chapter notebooks" in proc.stderr and "--book" in proc.stderr
+
+
+def test_jobs_must_be_positive(tmp_path):
+    from igr_tutorial.check_gpu import check_gpu
+
+    with pytest.raises(ValueError, match="jobs must be a positive number"):
+        check_gpu(tmp_path, tmp_path / "r.json", jobs=0)
