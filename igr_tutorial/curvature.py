@@ -17,7 +17,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._core import Loss, PyTree, check_scalar_loss, combine_arrays, partition_arrays
+from ._core import Loss, PyTree, check_scalar_loss, combine_arrays, partition_arrays, random_normal
 from .tree import tree_vdot
 
 
@@ -190,7 +190,7 @@ def hessian_top_eigenvalue(
     n = x.shape[0]
     k = min(max_iters, n)
     key = jax.random.PRNGKey(0) if key is None else key
-    v0 = jax.random.normal(key, (n,), x.dtype)
+    v0 = random_normal(key, (n,), x.dtype)  # jax.random.normal's draw, compiled sooner
     loss_arrays, loss_rest = partition_arrays(loss)
     flat_loss = _FlatLoss(loss_rest, params)
     theta, vec, hv, iters = _lanczos_top(flat_loss, loss_arrays, x, v0, k, n, jnp.asarray(tol, x.dtype))

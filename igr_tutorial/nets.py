@@ -11,6 +11,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._core import random_normal, random_split
+
 ACTIVATIONS = {
     "tanh": jnp.tanh,
     "softplus": jax.nn.softplus,
@@ -28,10 +30,10 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> Params:
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"sizes must list at least an input and an output size, all positive; got {sizes}.")
-    keys = jax.random.split(key, len(sizes) - 1)
+    keys = random_split(key, len(sizes) - 1)  # jax.random.split and .normal, compiled sooner (see _core)
     return [
         {
-            "W": jax.random.normal(k, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype)),
+            "W": random_normal(k, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype)),
             "b": jnp.zeros((n,), dtype),
         }
         for k, m, n in zip(keys, sizes[:-1], sizes[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import tomllib
@@ -32,6 +33,16 @@ def book_environment(env: dict[str, str]) -> dict[str, str]:
     if words:
         env["XLA_FLAGS"] = " ".join(words)
     return env
+
+
+def use_book_xla_flags(mp) -> None:
+    """With the pytest ``MonkeyPatch`` ``mp``: the kernels started until it is undone run chapter code with the book
+    build's XLA flags (chapter code runs long programs, which -O0 makes slower to run)."""
+    flags = book_environment(dict(os.environ)).get("XLA_FLAGS")
+    if flags is None:
+        mp.delenv("XLA_FLAGS", raising=False)
+    else:
+        mp.setenv("XLA_FLAGS", flags)
 
 
 def project_version() -> str:

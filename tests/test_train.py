@@ -80,6 +80,55 @@ def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
 # --------------------------------------------------------------------------------------------------
 
 
+_BIT_FOR_BIT = """
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from igr_tutorial._core import random_normal, random_split
+from igr_tutorial.nets import init_mlp
+from igr_tutorial.train import stacked_init
+same = []
+sizes = [7, 5, 3]
+for dtype in (jnp.float32, jnp.float64):
+    for key in (jax.random.PRNGKey(4), jax.random.key(4))[:2 if dtype == jnp.float32 else 1]:  # typed keys once
+        keys = jax.random.split(key, len(sizes) - 1)
+        want = [jax.random.normal(k, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype))
+                for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+        got = init_mlp(key, sizes, dtype=dtype)
+        same += [bool(np.array_equal(g["W"], w) and g["W"].dtype == w.dtype) for g, w in zip(got, want)]
+        same.append(bool(np.array_equal(jax.random.key_data(random_split(key, 3)),
+                                        jax.random.key_data(jax.random.split(key, 3)))))
+        same.append(bool(np.array_equal(random_normal(key, (11,), dtype), jax.random.normal(key, (11,), dtype))))
+    seeds = jax.random.split(jax.random.PRNGKey(5), 4)
+    stacked = stacked_init(init_mlp, seeds, sizes, dtype=dtype)
+    for i, k in enumerate(seeds):
+        w = jax.random.normal(jax.random.split(k, 2)[0], (7, 5), dtype) / jnp.sqrt(jnp.asarray(7, dtype))
+        same.append(bool(np.array_equal(stacked[0]["W"][i], w)))
+# inside a jit (where JAX refuses the -O0 option of a nested jit) the draws are jax.random's too
+jitted = jax.jit(init_mlp, static_argnums=1)(jax.random.PRNGKey(6), tuple(sizes))
+same += [bool(np.array_equal(a["W"], b["W"])) for a, b in zip(jitted, jax.jit(
+    lambda k: [{"W": jax.random.normal(kk, (m, n), jnp.float32) / jnp.sqrt(jnp.asarray(m, jnp.float32))} for kk, m, n in
+               zip(jax.random.split(k, 2), sizes[:-1], sizes[1:])])(jax.random.PRNGKey(6)))]
+print(len(same), all(same))
+"""
+
+
+def test_init_mlp_draws_are_jax_randoms_bit_for_bit():
+    """init_mlp draws through _core.random_split/random_normal (the threefry hash compiled at -O0): with the book's
+    XLA flags (not the suite's -O0, run in a fresh process), the weights are those of jax.random.split and
+    jax.random.normal exactly, alone and stacked by vmap, with raw and typed keys, in float32 and float64; so is
+    the Lanczos start vector (random_normal of the parameter count)."""
+    import os
+    import subprocess
+    import sys
+
+    from _repo import ROOT, book_environment
+
+    env = {**book_environment(os.environ), "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _BIT_FOR_BIT], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["22", "True"], proc.stdout
+
+
 def test_init_mlp_shapes_and_parameter_count():
     sizes = [7, 5, 4, 3]
     p = init_mlp(jax.random.PRNGKey(0), sizes)
