@@ -21,6 +21,7 @@ Nothing here is part of the public API; the chapters import the public modules (
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any, Callable
 
@@ -295,21 +296,23 @@ def raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = 
 # --------------------------------------------------------------------------------------------------
 
 # jax.random compiles its threefry hash with all of LLVM's optimizations, which takes 1 to 5 s per shape on a
-# laptop CPU: most of the time of initializing a network, and about 20 s of each deep-network chapter. The hash
+# laptop CPU: most of the time of initializing a network, and about 20 s in each of chapters 6 and 7. The hash
 # is integer arithmetic, so compiled at -O0 it gives the same bits, about five times sooner. The float transform
 # that follows (bits → uniform on (−1, 1) → √2·erfinv) is jax.random.normal's (jax/_src/random), compiled as
 # usual. On a CPU the draws are jax.random.normal's and jax.random.split's bit for bit (tests/test_train.py);
-# other backends call jax.random itself.
+# inside a jit, and on other backends, these functions call jax.random itself.
 _FAST_BITS = {np.dtype(np.float32): jnp.uint32, np.dtype(np.float64): jnp.uint64}
+# An older jax.jit has no compiler_options: there the hash compiles as usual (same bits, no time saved).
+_O0 = ({"compiler_options": {"xla_backend_optimization_level": 0}}
+       if "compiler_options" in inspect.signature(jax.jit).parameters else {})
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "dtype"),
-                   compiler_options={"xla_backend_optimization_level": 0})
+@functools.partial(jax.jit, static_argnames=("shape", "dtype"), **_O0)
 def _random_bits(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     return jax.random.bits(key, shape, dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("num",), compiler_options={"xla_backend_optimization_level": 0})
+@functools.partial(jax.jit, static_argnames=("num",), **_O0)
 def _split_keys(key: jax.Array, num: int) -> jax.Array:
     return jax.random.split(key, num)
 
