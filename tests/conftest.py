@@ -29,13 +29,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{len(fresh)} screenshots of the chapter pages (light, and figures in dark mode): {shots}")
 
 
-#: Test files in order of their time on one core (longest first, measured with `--durations=0`), so that
-#: pytest-xdist's workers start the long files side by side and the quick ones fill in at the end instead of one
-#: long file running alone on one core last (with `--dist loadfile`, files are handed out in collection order).
-LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_assignment.py", "test_train.py", "test_stochastic.py",
-                 "test_student_edition.py", "test_hessian_spectrum.py", "test_sharding.py", "test_modified_orders.py",
-                 "test_assignment_walkthrough.py", "test_parallel_execution.py", "test_cli.py", "test_optimizers.py",
-                 "test_curvature.py", "test_core.py", "test_check_gpu.py", "test_flows.py")
+#: Test files that take minutes, started first so that pytest-xdist's workers run them side by side while the
+#: quick files fill in around them (with `--dist loadfile`, files are handed out in collection order).
+LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_assignment.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
