@@ -297,7 +297,7 @@ def raise_if_diverged(traj: PyTree, what: str, detail: str, *, of: int | None = 
 
 # jax.random compiles its threefry hash with all of LLVM's optimizations, which takes 1 to 5 s per shape on a
 # laptop CPU: most of the time of initializing a network, and about 20 s in each of chapters 6 and 7. The hash
-# is integer arithmetic, so compiled at -O0 it gives the same bits, about five times sooner. The float transform
+# is integer arithmetic, so compiled at -O0 it gives the same bits, four to ten times sooner. The float transform
 # that follows (bits → uniform on (−1, 1) → √2·erfinv) is jax.random.normal's (jax/_src/random), compiled as
 # usual. On a CPU the draws are jax.random.normal's and jax.random.split's bit for bit (tests/test_train.py);
 # inside a jit, and on other backends, these functions call jax.random itself.
