@@ -584,11 +584,12 @@ class _CompiledStagesMixin:
         return True, None
 
 
+@functools.lru_cache(maxsize=None)
 def _tableau(method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(table, c, b)`` of a SciPy Runge–Kutta class for :func:`_rk_stages`: row ``r`` of ``table`` and ``c[r]``
     give stage ``r + 1``. Rows ``0 … s−1`` are a step's stages, the last of them (``b``) the derivative at its end;
     DOP853's three further rows are the extra stages of its dense output. Width: the rows of ``K`` (DOP853's 16
-    extended stages, RK45's 7)."""
+    extended stages, RK45's 7). Built once per class: solve_ode and its solver both ask for it (read only)."""
     s = method.n_stages
     A = np.asarray(method.A)
     extra = np.asarray(getattr(method, "A_EXTRA", np.zeros((0, s + 1))))
@@ -600,6 +601,8 @@ def _tableau(method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     b = np.zeros(width)
     b[:s] = method.B
     c = np.concatenate([np.asarray(method.C)[1:s], [1.0], np.asarray(getattr(method, "C_EXTRA", []))])
+    for shared in (table, c, b):  # cached: every solve gets these very arrays
+        shared.flags.writeable = False
     return table, c, b
 
 
