@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import tomllib
@@ -12,38 +11,32 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 
 
-#: Added to XLA_FLAGS for the suite by tests/conftest.py: XLA compiles without LLVM's optimization passes. The
-#: unit tests compile hundreds of small programs and run each once or a few times, so compiling is most of their
-#: time, and at -O0 they take about a fifth less (437 s instead of 535 s on one core). They compute the same
-#: operations; a result can differ in its last bit (only the optimizing backend fuses a multiply and an add into
-#: one rounding), which their tolerances allow. Chapters whose printed outputs are compared with the stored ones run
-#: without it, with the flags of the book build (:func:`book_environment`).
-TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+#: Added to XLA_FLAGS for the suite by tests/conftest.py. The unit tests compile hundreds of small programs and run
+#: each once or a few times, so compiling is most of their time; these flags make XLA's CPU compiler cheaper:
+#: - ``--xla_backend_optimization_level=0``: no LLVM optimization passes (the non-slow unit tests took 437 s instead
+#:   of 535 s on one core);
+#: - ``--xla_cpu_use_fusion_emitters=false``: fusions are emitted by XLA's older CPU emitter instead of the MLIR
+#:   fusion emitters, which take longer to compile (the in-process unit tests took 180 s of CPU instead of 306 s).
+#: They compute the same operations; a result can differ in its last bits (e.g. only the optimizing backend fuses a
+#: multiply and an add into one rounding), which the tests' tolerances allow. Chapters whose printed outputs are
+#: compared with the stored ones run without them, with the flags of the book build (:func:`book_environment`): the
+#: older emitter runs the chapters' training loops slower, and last bits can move an edge-of-stability run.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 
-def with_test_xla_flag(flags: str | None) -> str:
-    """``flags`` (an XLA_FLAGS value) with :data:`TEST_XLA_FLAG` appended once."""
+def with_test_xla_flags(flags: str | None) -> str:
+    """``flags`` (an XLA_FLAGS value) with each of :data:`TEST_XLA_FLAGS` appended once."""
     words = (flags or "").split()
-    return " ".join(words if TEST_XLA_FLAG in words else [*words, TEST_XLA_FLAG])
+    return " ".join([*words, *(f for f in TEST_XLA_FLAGS if f not in words)])
 
 
 def book_environment(env: dict[str, str]) -> dict[str, str]:
-    """``env`` without the suite's :data:`TEST_XLA_FLAG`: how the book build runs the chapters."""
+    """``env`` without the suite's :data:`TEST_XLA_FLAGS`: how the book build runs the chapters."""
     env = dict(env)
-    words = [w for w in env.pop("XLA_FLAGS", "").split() if w != TEST_XLA_FLAG]
+    words = [w for w in env.pop("XLA_FLAGS", "").split() if w not in TEST_XLA_FLAGS]
     if words:
         env["XLA_FLAGS"] = " ".join(words)
     return env
-
-
-def use_book_xla_flags(mp) -> None:
-    """With the pytest ``MonkeyPatch`` ``mp``: the kernels started until it is undone run chapter code with the book
-    build's XLA flags (chapter code runs long programs, which -O0 makes slower to run)."""
-    flags = book_environment(dict(os.environ)).get("XLA_FLAGS")
-    if flags is None:
-        mp.delenv("XLA_FLAGS", raising=False)
-    else:
-        mp.setenv("XLA_FLAGS", flags)
 
 
 def project_version() -> str:

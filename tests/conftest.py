@@ -1,14 +1,15 @@
-"""Test-wide settings: CPU JAX in float64 for the unit tests, compiled at -O0; notebook kernels inherit the
-environment, except the chapters compared with their stored outputs (tests/test_colab.py, tests/test_book.py)."""
+"""Test-wide settings: CPU JAX in float64 for the unit tests, compiled cheaply (_repo.TEST_XLA_FLAGS); notebook
+kernels inherit the environment, except the chapters compared with their stored outputs (tests/test_colab.py,
+tests/test_book.py)."""
 
 import os
 
-from _repo import with_test_xla_flag
+from _repo import with_test_xla_flags
 
 # A GPU machine's CUDA warnings on stderr would otherwise enter the nbval comparison of notebook outputs.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Before JAX starts its backend, which reads XLA_FLAGS once; the processes the tests start inherit it.
-os.environ["XLA_FLAGS"] = with_test_xla_flag(os.environ.get("XLA_FLAGS"))
+os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS"))
 
 import jax  # noqa: E402
 
@@ -30,7 +31,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 #: Test files that take minutes, started first so that pytest-xdist's workers run them side by side while the
-#: quick files fill in around them (with `--dist loadfile`, files are handed out in collection order).
+#: quick files fill in around them. Files are handed out in collection order only with `--no-loadscope-reorder`
+#: (pyproject.toml's addopts): by default pytest-xdist hands out the files with the most tests first, which
+#: started the chapters' run (tests/test_colab.py, few tests) after about 280 s, last of all.
 LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_assignment.py")
 
 

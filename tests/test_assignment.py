@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from _repo import ROOT, cell_source, chapter_notebooks, load_notebook, use_book_xla_flags
+from _repo import ROOT, cell_source, chapter_notebooks, load_notebook
 
 _spec = importlib.util.spec_from_file_location("assignment", ROOT / "tools" / "assignment.py")
 assignment = importlib.util.module_from_spec(_spec)
@@ -87,13 +87,7 @@ def test_myst_roles_become_plain_markdown():
 def graded(tmp_path_factory):
     """Generate the assignment on two chapters and grade three submissions: the instructor's solutions, the
     untouched student notebook, and the solutions with a typical mistake in every Compute exercise but the last."""
-    out = tmp_path_factory.mktemp("assign")
-    mp = pytest.MonkeyPatch()
-    use_book_xla_flags(mp)  # otter runs the chapters' code, to check the solutions and to grade
-    try:
-        return _generate_and_grade(out)
-    finally:
-        mp.undo()
+    return _generate_and_grade(tmp_path_factory.mktemp("assign"))
 
 
 def _generate_and_grade(out):

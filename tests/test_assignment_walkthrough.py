@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from _repo import BOOK, ROOT, use_book_xla_flags
+from _repo import BOOK, ROOT
 
 _spec = importlib.util.spec_from_file_location("assignment", ROOT / "tools" / "assignment.py")
 assignment = importlib.util.module_from_spec(_spec)
@@ -22,8 +22,7 @@ STORED = BOOK / "_grading" / "walkthrough.json"
 
 
 @pytest.mark.slow
-def test_the_stored_walkthrough_is_what_the_tools_produce(tmp_path, monkeypatch):
-    use_book_xla_flags(monkeypatch)  # the graded notebooks run chapter 3's code
+def test_the_stored_walkthrough_is_what_the_tools_produce(tmp_path):
     stored = json.loads(STORED.read_text())
     fresh = assignment.walkthrough(stored["chapters"], tmp_path / "walkthrough.json", jobs=2)
     assert fresh == stored, ("the instructor guide's walkthrough is stale: run "

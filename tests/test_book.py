@@ -81,7 +81,7 @@ def build(tmp_path_factory):
     decoy = _venv_named_venv()
     try:
         cmd = [str(exe), "build", str(ROOT), "--config", str(config), "--all", "-W", "-n", "--keep-going"]
-        # the build's own compile cache and XLA flags (not the suite's -O0)
+        # the build's own compile cache and XLA flags (not the suite's TEST_XLA_FLAGS)
         env = {k: v for k, v in book_environment(os.environ).items() if k != "JAX_COMPILATION_CACHE_DIR"}
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     finally:

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _repo import ROOT, with_test_xla_flag
+from _repo import ROOT, with_test_xla_flags
 
 SCRIPT = textwrap.dedent('''
     import dataclasses, json, sys
@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent('''
 
 def _run(devices: int) -> dict:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": with_test_xla_flag(f"--xla_force_host_platform_device_count={devices}")}
+           "XLA_FLAGS": with_test_xla_flags(f"--xla_force_host_platform_device_count={devices}")}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
