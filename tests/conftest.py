@@ -30,11 +30,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{len(fresh)} screenshots of the chapter pages (light, and figures in dark mode): {shots}")
 
 
-#: Test files that take minutes, started first so that pytest-xdist's workers run them side by side while the
-#: quick files fill in around them. Files are handed out in collection order only with `--no-loadscope-reorder`
-#: (pyproject.toml's addopts): by default pytest-xdist hands out the files with the most tests first, which
-#: started the chapters' run (tests/test_colab.py, few tests) after about 280 s, last of all.
-LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_assignment.py")
+#: The test files that take more than about 15 s of CPU, longest first (measured on 2 cores, 2026-11): started
+#: first, so that pytest-xdist's workers run them side by side and the quick files fill in at the end, where they
+#: keep the two workers finishing together. Files are handed out in collection order only with
+#: `--no-loadscope-reorder` (pyproject.toml's addopts): by default pytest-xdist hands out the files with the most
+#: tests first, which started the chapters' run (tests/test_colab.py, few tests) after about 280 s, last of all.
+LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_train.py", "test_assignment.py",
+                 "test_assignment_walkthrough.py", "test_student_edition.py", "test_sharding.py",
+                 "test_modified_orders.py", "test_stochastic.py", "test_hessian_spectrum.py", "test_cli.py",
+                 "test_parallel_execution.py", "test_optimizers.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

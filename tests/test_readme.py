@@ -31,3 +31,16 @@ def test_the_one_chapter_command_parses_with_the_project_options():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert re.search(r"\d+ tests? collected|\d+ items?", proc.stdout + proc.stderr), proc.stdout[-1000:]
+
+
+def test_the_suite_starts_the_longest_files_first_in_the_order_conftest_names():
+    """The README's test command runs the files handed out in collection order (`--no-loadscope-reorder`), and
+    every file tests/conftest.py starts first exists (a renamed file would silently fall back to the end)."""
+    import tomllib
+
+    from conftest import LONGEST_FIRST
+
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"].split()
+    assert "--no-loadscope-reorder" in addopts and "loadfile" in addopts
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+    assert all((ROOT / "tests" / name).is_file() for name in LONGEST_FIRST), LONGEST_FIRST
