@@ -107,7 +107,7 @@ print(len(same), all(same))
 
 def test_init_mlp_draws_are_jax_randoms_bit_for_bit():
     """init_mlp draws through _core.random_split/random_normal (the threefry hash compiled at -O0): with the book's
-    XLA flags (not the suite's -O0, run in a fresh process), the weights are those of jax.random.split and
+    XLA flags (not the suite's TEST_XLA_FLAGS, run in a fresh process), the weights are those of jax.random.split and
     jax.random.normal exactly, alone and stacked by vmap, with raw and typed keys, in float32 and float64; so is
     the Lanczos start vector (random_normal of the parameter count)."""
     import os
