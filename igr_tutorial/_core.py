@@ -28,7 +28,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.integrate
 from jax import lax
 
 PyTree = Any
@@ -493,11 +492,6 @@ def _rk_stages(field, static: _StaticArgs, layout: _Layout, t, y, h, K, table, c
     return K, y + h * (K.T @ b)
 
 
-try:  # DOP853's interpolant (a private class of SciPy's): without it, SciPy's own dense output (3 calls) serves
-    from scipy.integrate._ivp.rk import Dop853DenseOutput as _Dop853DenseOutput
-except ImportError:  # pragma: no cover - another SciPy layout
-    _Dop853DenseOutput = None
-
 # SciPy's step-size control constants for its Runge–Kutta pairs (scipy/integrate/_ivp/rk.py).
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 
@@ -526,7 +520,11 @@ class _CompiledStagesMixin:
         return np.asarray(y_new, dtype=np.float64), K[self.n_stages]
 
     def _dense_output_impl(self):
-        if not hasattr(self, "K_extended") or _Dop853DenseOutput is None:
+        try:  # DOP853's interpolant (a private class of SciPy's): without it, SciPy's own dense output (3 calls)
+            from scipy.integrate._ivp.rk import Dop853DenseOutput
+        except ImportError:  # pragma: no cover - another SciPy layout
+            Dop853DenseOutput = None
+        if not hasattr(self, "K_extended") or Dop853DenseOutput is None:
             return super()._dense_output_impl()
         # DOP853's own dense output (SciPy's DOP853._dense_output_impl), its three extra stages in one call.
         h = self.h_previous
@@ -545,7 +543,7 @@ class _CompiledStagesMixin:
         F[1] = h * f_old - delta_y
         F[2] = 2 * delta_y - h * (self.f + f_old)
         F[3:] = h * np.dot(self.D, self.K_extended)
-        return _Dop853DenseOutput(self.t_old, self.t, self.y_old, F)
+        return Dop853DenseOutput(self.t_old, self.t, self.y_old, F)
 
     def _step_impl(self):
         if self._steps >= self._max_steps:
@@ -606,12 +604,16 @@ def _tableau(method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return table, c, b
 
 
-class _CompiledDOP853(_CompiledStagesMixin, scipy.integrate.DOP853):
-    """SciPy's DOP853 (Dormand–Prince 8(5,3)) with its stages computed by :func:`_rk_stages`."""
+@functools.lru_cache(maxsize=None)
+def _compiled_solver(float64: bool) -> type:
+    """SciPy's DOP853 (Dormand–Prince 8(5,3)) for float64, or RK45 (Dormand–Prince 5(4)) for float32, with its
+    stages computed by :func:`_rk_stages` (:class:`_CompiledStagesMixin`). Defined on first use, once: importing
+    ``scipy.integrate`` takes about half a second, which a program that never runs a flow does not pay."""
+    import scipy.integrate
 
-
-class _CompiledRK45(_CompiledStagesMixin, scipy.integrate.RK45):
-    """SciPy's RK45 (Dormand–Prince 5(4)) with its stages computed by :func:`_rk_stages`."""
+    base = scipy.integrate.DOP853 if float64 else scipy.integrate.RK45
+    return type(f"_Compiled{base.__name__}", (_CompiledStagesMixin, base),
+                {"__module__": __name__, "__doc__": f"SciPy's {base.__name__} with its stages from one compiled call."})
 
 
 def _check_finite_start(params: PyTree) -> None:
@@ -664,7 +666,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
                           np.asarray(K, work), np.asarray(table, work), np.asarray(c, work), np.asarray(b, work),
                           lo, hi, arrays)
 
-    method = _CompiledDOP853 if dtype == np.float64 else _CompiledRK45
+    method = _compiled_solver(bool(dtype == np.float64))
     table, c, b = _tableau(method)
     zeros_k = np.zeros((table.shape[1], y0.size))
 
@@ -674,8 +676,10 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
 
     state = {"t": float(t_eval[0]), "steps": 0}
     t_end = float(times[-1])
+    from scipy.integrate import solve_ivp
+
     with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
-        sol = scipy.integrate.solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
+        sol = solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
                                         rtol=rtol, atol=atol, compiled=compiled, max_steps=max_steps, state=state)
     ys = sol.y.T
     reached = f" (at t = {state['t']:.6g}, after {state['steps']} steps)"

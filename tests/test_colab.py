@@ -104,11 +104,15 @@ def colab(tmp_path_factory):
     work = tmp / "colab"  # an empty working folder, like Colab's /content
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
-    # PIP_NO_COMPILE: pip does not byte-compile every installed file (most are never imported here); Python
-    # compiles what the chapters import, once, on first import.
-    env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_COMPILE="1")
+    # PIP_COMPILE=0 is `--no-compile`: pip does not byte-compile every installed file (most are never imported
+    # here; it was half of the install's CPU time); Python compiles what the chapters import, once, on first import.
+    # Not PIP_NO_COMPILE=1: pip reads a `--no-…` flag's variable as the value of its destination, so that one
+    # *turns compilation on*.
+    env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_COMPILE="0")
     run([py, "-c", local], cwd=work, env={**env, "PIP_CONSTRAINT": str(tmp / "constraints.txt")}, timeout=1200)
     run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", *TOOLS], cwd=work, env=env, timeout=1200)
+    site = next((tmp / "venv" / "lib").glob("python3*/site-packages"))
+    assert not any((site / "jax").rglob("*.pyc")), "pip byte-compiled the installed packages (PIP_COMPILE=0 ignored?)"
     book = tmp / "book"
     book.mkdir()
     for nb in chapter_notebooks():
