@@ -36,7 +36,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 #: `--no-loadscope-reorder` (pyproject.toml's addopts): by default pytest-xdist hands out the files with the most
 #: tests first, which started the chapters' run (tests/test_colab.py, few tests) after about 280 s, last of all.
 LONGEST_FIRST = ("test_colab.py", "test_book.py", "test_train.py", "test_assignment.py",
-                 "test_assignment_walkthrough.py", "test_student_edition.py", "test_sharding.py",
+                 "test_student_edition.py", "test_sharding.py",
                  "test_modified_orders.py", "test_stochastic.py", "test_hessian_spectrum.py", "test_cli.py",
                  "test_parallel_execution.py", "test_optimizers.py")
 

@@ -1,5 +1,9 @@
 """Graded assignments (tools/assignment.py, otter-grader): every Compute exercise has public and hidden tests that
-do not call the package, and end to end, an assignment on two chapters grades three submissions as it should."""
+do not call the package, and end to end, an assignment on two chapters grades three submissions as it should.
+
+The end-to-end run is the instructor guide's walkthrough (`tools/assignment.py walkthrough`), run again: it must
+reproduce the stored `book/_grading/walkthrough.json` exactly, and the files it leaves are checked here. One otter
+pipeline serves both (each costs about 35 s of CPU)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import zipfile
 
 import pytest
 
-from _repo import ROOT, cell_source, chapter_notebooks, load_notebook
+from _repo import BOOK, ROOT, cell_source, chapter_notebooks, load_notebook
 
 _spec = importlib.util.spec_from_file_location("assignment", ROOT / "tools" / "assignment.py")
 assignment = importlib.util.module_from_spec(_spec)
@@ -24,7 +28,9 @@ student = assignment.student_edition
 
 CHAPTERS = chapter_notebooks()
 COMPUTE = [(path, e) for path in CHAPTERS for e in student.exercises(load_notebook(path)) if e.autograded]
-#: The end-to-end assignment: two chapters whose Compute solutions run in seconds (3: one exercise, 9: two).
+#: The instructor guide's walkthrough, which is also the end-to-end assignment: two chapters whose Compute solutions
+#: run in seconds (3: one exercise, 9: two).
+STORED = BOOK / "_grading" / "walkthrough.json"
 E2E_CHAPTERS = (3, 9)
 
 
@@ -85,25 +91,64 @@ def test_myst_roles_become_plain_markdown():
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Generate the assignment on two chapters and grade three submissions: the instructor's solutions, the
-    untouched student notebook, and the solutions with a typical mistake in every Compute exercise but the last."""
-    return _generate_and_grade(tmp_path_factory.mktemp("assign"))
-
-
-def _generate_and_grade(out):
-    ((name, info),) = assignment.generate(E2E_CHAPTERS, out / "assign").items()
-    subs = out / "submissions"
-    subs.mkdir()
-    solutions = json.loads((out / "assign" / info["solutions"]).read_text())
-    auto = [e["label"] for e in info["exercises"] if e["autograded"]]
-    wrong = auto[:-1]
-    (subs / f"{name}_solutions.ipynb").write_text(json.dumps(solutions))
-    (subs / f"{name}_untouched.ipynb").write_text((out / "assign" / info["student"]).read_text())
-    (subs / f"{name}_wrong.ipynb").write_text(json.dumps(assignment.with_mistakes(solutions, wrong)))
-    rows = assignment.grade(subs, out / "assign", out / "scores.csv", jobs=2)
+    """The walkthrough, run again in a kept folder: the assignment on two chapters, and three submissions graded:
+    Alice's (the instructor's solutions), Bob's (the untouched student notebook) and Carol's (the solutions with a
+    typical mistake in every Compute exercise but the last)."""
+    out = tmp_path_factory.mktemp("assign")
+    record = assignment.walkthrough(E2E_CHAPTERS, out / "walkthrough.json", jobs=2, workdir=out)
+    ((name, info),) = json.loads((out / "assign" / "assignments.json").read_text()).items()
     with (out / "scores.csv").open() as f:
         table = {r["submission"]: r for r in csv.DictReader(f)}
-    return out, name, info, table, wrong, rows
+    auto = [e["label"] for e in info["exercises"] if e["autograded"]]
+    return out, name, info, table, auto[:-1], record
+
+
+def test_the_walkthrough_is_the_end_to_end_assignment():
+    assert tuple(json.loads(STORED.read_text())["chapters"]) == E2E_CHAPTERS
+
+
+@pytest.mark.slow
+def test_the_stored_walkthrough_is_what_the_tools_produce(graded):
+    *_, fresh = graded
+    stored = json.loads(STORED.read_text())
+    assert fresh == stored, ("the instructor guide's walkthrough is stale: run "
+                             "`python tools/assignment.py walkthrough 3 9` and commit book/_grading/walkthrough.json")
+    # What the guide says about it: full marks, zero, and the mistakes' points lost with their hints.
+    rows = {line.split(",")[0]: line for line in stored["scores_csv"].splitlines()[1:]}
+    name, auto, total = stored["assignment"], stored["autograded_points"], stored["points"]
+    assert rows[f"{name}_alice.ipynb"].endswith(f",{float(auto)},{auto},{total - auto}")
+    assert rows[f"{name}_bob.ipynb"].endswith(f",0.0,{auto},{total - auto}")
+    assert "the factor is h/4, not h/2" in stored["feedback"][f"{name}_carol.txt"]
+
+
+def test_the_guide_reads_the_walkthrough():
+    guide = json.loads((BOOK / "instructor_guide.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in guide["cells"]]
+    chapters = " ".join(map(str, E2E_CHAPTERS))
+    assert any('"_grading/walkthrough.json"' in s for s in sources)
+    assert any(f"tools/assignment.py walkthrough {chapters}" in s for s in sources)
+    assert any("tools/assignment.py generate 3" in s and "grade" in s and "solutions 3" in s for s in sources)
+
+
+def _shown(nb) -> list:
+    """What a notebook's code cells show: their text and Markdown outputs (no execution metadata)."""
+    return [[(o["output_type"], o.get("text"), o.get("data", {}).get("text/markdown"), o.get("data", {}).get("text/plain"))
+             for o in c["outputs"]] for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_the_guides_stored_outputs_are_what_it_computes_now():
+    """The book renders the guide's stored outputs (the exercise tables, the walkthrough): they must be a fresh
+    run's, or a new exercise or a new walkthrough would be missing from the page. (The chapters' stored outputs
+    are checked by nbval in tests/test_colab.py.)"""
+    import nbclient
+    import nbformat
+
+    stored = nbformat.read(BOOK / "instructor_guide.ipynb", as_version=4)
+    fresh = nbformat.read(BOOK / "instructor_guide.ipynb", as_version=4)
+    nbclient.NotebookClient(fresh, timeout=120, resources={"metadata": {"path": str(BOOK)}}).execute()
+    assert _shown(fresh) == _shown(stored), (
+        "book/instructor_guide.ipynb's stored outputs are stale: run `jupyter execute --inplace "
+        "instructor_guide.ipynb` in book/ and commit it")
 
 
 @pytest.mark.slow
@@ -141,7 +186,7 @@ def test_the_student_notebook_installs_the_grader_and_carries_only_public_tests(
 @pytest.mark.slow
 def test_solutions_get_full_marks_untouched_gets_zero(graded):
     out, name, info, table, *_ = graded
-    full, empty = table[f"{name}_solutions.ipynb"], table[f"{name}_untouched.ipynb"]
+    full, empty = table[f"{name}_alice.ipynb"], table[f"{name}_bob.ipynb"]
     assert float(full["autograded score"]) == info["autograded_points"] > 0
     assert float(empty["autograded score"]) == 0
     for e in info["exercises"]:
@@ -150,14 +195,14 @@ def test_solutions_get_full_marks_untouched_gets_zero(graded):
             assert float(full[col]) == e["points"] and float(empty[col]) == 0
         else:
             assert full[col] == "" == empty[col], "manually graded exercises are left to the instructor"
-    assert (out / "scores.feedback" / f"{name}_solutions.txt").read_text() == "All autograded exercises passed.\n"
+    assert (out / "scores.feedback" / f"{name}_alice.txt").read_text() == "All autograded exercises passed.\n"
 
 
 @pytest.mark.slow
 def test_a_typical_mistake_loses_exactly_its_exercise_and_shows_the_hint(graded):
     out, name, info, table, wrong, _ = graded
-    row = table[f"{name}_wrong.ipynb"]
-    feedback = (out / "scores.feedback" / f"{name}_wrong.txt").read_text()
+    row = table[f"{name}_carol.ipynb"]
+    feedback = (out / "scores.feedback" / f"{name}_carol.txt").read_text()
     for e in (e for e in info["exercises"] if e["autograded"]):
         score = float(row[f"{e['label']} (auto, /{e['points']})"])
         assert score == (0 if e["label"] in wrong else e["points"]), e["label"]

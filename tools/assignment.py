@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import builtins
 import csv
 import dataclasses
@@ -541,13 +542,17 @@ def with_mistakes(nb: dict, labels: Iterable[str], root: pathlib.Path = ROOT) ->
     return nb
 
 
-def walkthrough(chapters: Iterable[int], out: pathlib.Path, jobs: int = 2, root: pathlib.Path = ROOT) -> dict:
+def walkthrough(chapters: Iterable[int], out: pathlib.Path, jobs: int = 2, root: pathlib.Path = ROOT,
+                workdir: pathlib.Path | None = None) -> dict:
     """A real run for the instructor guide: generate the assignment, make three submissions (the solutions, the
     untouched student notebook, the solutions with the typical mistake of every Compute exercise but the last, or
-    of the only one),
-    grade them, and write what the guide shows (points per exercise, the CSV, the hints) to ``out`` (JSON)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = pathlib.Path(tmp)
+    of the only one), grade them, and write what the guide shows (points per exercise, the CSV, the hints) to
+    ``out`` (JSON). The run happens in ``workdir`` and stays there when one is given (``assign/`` as `generate`
+    writes it, ``submissions/``, ``scores.csv``, ``scores.feedback/``: the test suite checks them), else in a
+    temporary folder."""
+    with contextlib.ExitStack() as stack:
+        tmp = pathlib.Path(workdir) if workdir is not None else pathlib.Path(
+            stack.enter_context(tempfile.TemporaryDirectory()))
         ((name, info),) = generate(chapters, tmp / "assign", root).items()
         subs = tmp / "submissions"
         subs.mkdir()
