@@ -103,11 +103,13 @@ def colab(tmp_path_factory):
     (tmp / "constraints.txt").write_text("\n".join(pins) + "\n")
     work = tmp / "colab"  # an empty working folder, like Colab's /content
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
     # PIP_COMPILE=0 is `--no-compile`: pip does not byte-compile every installed file (most are never imported
-    # here; it was half of the install's CPU time); Python compiles what the chapters import, once, on first import.
-    # Not PIP_NO_COMPILE=1: pip reads a `--no-…` flag's variable as the value of its destination, so that one
-    # *turns compilation on*.
+    # here; it was half of the install's CPU time). Not PIP_NO_COMPILE=1: pip reads a `--no-…` flag's variable as
+    # the value of its destination, so that one *turns compilation on*. Python then compiles what the chapters
+    # import on first import and keeps it, as in Colab: PYTHONDONTWRITEBYTECODE, if the calling shell sets it, is
+    # dropped, or every kernel would compile jax, matplotlib and IPython from source again (about 5 s each).
+    dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_COMPILE="0")
     run([py, "-c", local], cwd=work, env={**env, "PIP_CONSTRAINT": str(tmp / "constraints.txt")}, timeout=1200)
     run([py, "-m", "pip", "install", "-q", "-c", tmp / "constraints.txt", *TOOLS], cwd=work, env=env, timeout=1200)
