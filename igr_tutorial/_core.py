@@ -680,7 +680,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
 
     with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
         sol = solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
-                                        rtol=rtol, atol=atol, compiled=compiled, max_steps=max_steps, state=state)
+                        rtol=rtol, atol=atol, compiled=compiled, max_steps=max_steps, state=state)
     ys = sol.y.T
     reached = f" (at t = {state['t']:.6g}, after {state['steps']} steps)"
     if sol.status != 0:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import builtins
+import contextlib
 import csv
 import dataclasses
 import json
