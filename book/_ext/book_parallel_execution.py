@@ -13,7 +13,7 @@ Sphinx reads the documents (``env-before-read-docs``). It
 3. puts each successfully executed notebook into the jupyter-cache, from which myst-nb then renders it.
 
 So every notebook is executed on every build, as ``force`` would do, only in parallel. A notebook whose
-execution failed is not cached: myst-nb then executes it again itself and reports the failure as usual (with
+execution failed (or whose kernel or worker process failed) is not cached: myst-nb then executes it again itself and reports the failure as usual (with
 warnings as errors, the build stops). The number of notebooks at once is ``$IGR_BOOK_JOBS`` if set, else the
 number of CPU cores (at most 4), and 1 when a JAX accelerator plugin is installed (kernels on one GPU would
 compete for its memory). With at least as many cores as workers, each worker and its kernels run on a core of
@@ -110,9 +110,12 @@ def _execute(path: str, in_temp: bool, timeout: int | None, allow_errors: bool) 
     from jupyter_cache.executors.utils import single_nb_execution
 
     notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
-        result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
-                                     allow_errors=allow_errors, meta_override=True)
+    try:
+        with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
+            result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
+                                         allow_errors=allow_errors, meta_override=True)
+    except Exception as exc:  # e.g. a kernel that did not start or died: left to myst-nb, which reports it
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}"}
     return {"path": path, "notebook": nbformat.writes(result.nb), "seconds": result.time,
             "error": None if result.err is None else f"{type(result.err).__name__}: {result.err}"}
 
@@ -150,10 +153,13 @@ def _execute_notebooks(app, env, docnames) -> None:
         max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
         initializer=_init_worker, initargs=(counter, str(cache_root) if cache_root else None, worker_cpus(jobs)),
     ) as pool:
-        futures = [pool.submit(_execute, path, config.execution_in_temp, config.execution_timeout,
-                               config.execution_allow_errors) for path in longest_first(paths)]
+        futures = {pool.submit(_execute, path, config.execution_in_temp, config.execution_timeout,
+                               config.execution_allow_errors): path for path in longest_first(paths)}
         for future in concurrent.futures.as_completed(futures):
-            done = future.result()
+            try:
+                done = future.result()
+            except Exception as exc:  # a worker that died (BrokenProcessPool): myst-nb executes the notebook itself
+                done = {"path": futures[future], "error": f"{type(exc).__name__}: {exc}"}
             name = pathlib.Path(done["path"]).name
             if done["error"]:
                 lines = [line for line in done["error"].splitlines() if line.strip()]
