@@ -13,8 +13,8 @@ Sphinx reads the documents (``env-before-read-docs``). It
 3. puts each successfully executed notebook into the jupyter-cache, from which myst-nb then renders it.
 
 So every notebook is executed on every build, as ``force`` would do, only in parallel. A notebook whose
-execution failed (or whose kernel or worker process failed) is not cached: myst-nb then executes it again itself and reports the failure as usual (with
-warnings as errors, the build stops). The number of notebooks at once is ``$IGR_BOOK_JOBS`` if set, else the
+execution failed (or whose kernel or worker process failed) is not cached: myst-nb then executes it again itself
+and reports the failure as usual (with warnings as errors, the build stops). The number of notebooks at once is ``$IGR_BOOK_JOBS`` if set, else the
 number of CPU cores (at most 4), and 1 when a JAX accelerator plugin is installed (kernels on one GPU would
 compete for its memory). With at least as many cores as workers, each worker and its kernels run on a core of
 their own (:func:`worker_cpus`). Each worker's kernels get their own persistent XLA compilation cache
