@@ -199,10 +199,11 @@ class Browser:
         """A PNG of the window as it is now (fast: no re-layout)."""
         return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"}, session=self.session)["data"])
 
-    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000) -> pathlib.Path:
-        """The whole page (up to ``max_height`` CSS pixels), as PNG or, for a ``.jpg`` path, JPEG (faster)."""
+    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0) -> pathlib.Path:
+        """The whole page (up to ``max_height`` CSS pixels), as PNG or, for a ``.jpg`` path, JPEG (faster), at
+        ``scale`` times the window's resolution (0.5 takes about half the CPU time of 1 on a long page)."""
         size = self.call("Page.getLayoutMetrics", session=self.session)["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": self.width, "height": min(int(size["height"]), max_height), "scale": 1}
+        clip = {"x": 0, "y": 0, "width": self.width, "height": min(int(size["height"]), max_height), "scale": scale}
         params: dict = {"format": "png", "clip": clip, "captureBeyondViewport": True}
         if path.suffix.lower() in (".jpg", ".jpeg"):
             params.update(format="jpeg", quality=85)
