@@ -110,12 +110,9 @@ def _execute(path: str, in_temp: bool, timeout: int | None, allow_errors: bool) 
     from jupyter_cache.executors.utils import single_nb_execution
 
     notebook = nbformat.read(path, as_version=4)
-    try:
-        with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
-            result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
-                                         allow_errors=allow_errors, meta_override=True)
-    except Exception as exc:  # e.g. a kernel that did not start or died: left to myst-nb, which reports it
-        return {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+    with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
+        result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
+                                     allow_errors=allow_errors, meta_override=True)
     return {"path": path, "notebook": nbformat.writes(result.nb), "seconds": result.time,
             "error": None if result.err is None else f"{type(result.err).__name__}: {result.err}"}
 
@@ -158,7 +155,7 @@ def _execute_notebooks(app, env, docnames) -> None:
         for future in concurrent.futures.as_completed(futures):
             try:
                 done = future.result()
-            except Exception as exc:  # a worker that died (BrokenProcessPool): myst-nb executes the notebook itself
+            except Exception as exc:  # a kernel that did not start, a worker that died: myst-nb executes it itself
                 done = {"path": futures[future], "error": f"{type(exc).__name__}: {exc}"}
             name = pathlib.Path(done["path"]).name
             if done["error"]:
