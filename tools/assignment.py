@@ -550,9 +550,8 @@ def walkthrough(chapters: Iterable[int], out: pathlib.Path, jobs: int = 2, root:
     ``out`` (JSON). The run happens in ``workdir`` and stays there when one is given (``assign/`` as `generate`
     writes it, ``submissions/``, ``scores.csv``, ``scores.feedback/``: the test suite checks them), else in a
     temporary folder."""
-    with contextlib.ExitStack() as stack:
-        tmp = pathlib.Path(workdir) if workdir is not None else pathlib.Path(
-            stack.enter_context(tempfile.TemporaryDirectory()))
+    with tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(workdir) as tmp:
+        tmp = pathlib.Path(tmp)
         ((name, info),) = generate(chapters, tmp / "assign", root).items()
         subs = tmp / "submissions"
         subs.mkdir()

@@ -14,13 +14,13 @@ Sphinx reads the documents (``env-before-read-docs``). It
 
 So every notebook is executed on every build, as ``force`` would do, only in parallel. A notebook whose
 execution failed (or whose kernel or worker process failed) is not cached: myst-nb then executes it again itself
-and reports the failure as usual (with warnings as errors, the build stops). The number of notebooks at once is ``$IGR_BOOK_JOBS`` if set, else the
-number of CPU cores (at most 4), and 1 when a JAX accelerator plugin is installed (kernels on one GPU would
-compete for its memory). With at least as many cores as workers, each worker and its kernels run on a core of
-their own (:func:`worker_cpus`). Each worker's kernels get their own persistent XLA compilation cache
-(``_build/jax-cache/worker-<i>``, see ``book_compile_cache``), so two kernels never write the same cache file at
-once. The wall time of the whole execution is kept for the status page (``book_status``). The extension imports
-neither JAX nor ``igr_tutorial``.
+and reports the failure as usual (with warnings as errors, the build stops). The number of notebooks at once is
+``$IGR_BOOK_JOBS`` if set, else the number of CPU cores (at most 4), and 1 when a JAX accelerator plugin is
+installed (kernels on one GPU would compete for its memory). With at least as many cores as workers, each worker
+and its kernels run on a core of their own (:func:`worker_cpus`). Each worker's kernels get their own persistent
+XLA compilation cache (``_build/jax-cache/worker-<i>``, see ``book_compile_cache``), so two kernels never write the
+same cache file at once. The wall time of the whole execution is kept for the status page (``book_status``). The
+extension imports neither JAX nor ``igr_tutorial``.
 """
 
 from __future__ import annotations
