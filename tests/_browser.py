@@ -195,9 +195,14 @@ class Browser:
         ]
         return {"requests": requests, "failed": failed, "errors": errors}
 
-    def screenshot_bytes(self) -> bytes:
-        """A PNG of the window as it is now (fast: no re-layout)."""
-        return base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"}, session=self.session)["data"])
+    def screenshot_bytes(self, clip: dict | None = None) -> bytes:
+        """A PNG of the window as it is now (fast: no re-layout), or of its part ``clip`` (``x``, ``y``, ``width``,
+        ``height`` in CSS pixels of the *page*, i.e. the window's coordinates plus the scroll offset): only that
+        part is encoded, the same pixels as the window's crop."""
+        params: dict = {"format": "png"}
+        if clip is not None:
+            params["clip"] = {**clip, "scale": 1}
+        return base64.b64decode(self.call("Page.captureScreenshot", params, session=self.session)["data"])
 
     def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0) -> pathlib.Path:
         """The whole page (up to ``max_height`` CSS pixels), as PNG or, for a ``.jpg`` path, JPEG (faster), at

@@ -20,8 +20,17 @@ _SESSION_START = __import__("time").time()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Say where the browser test put its screenshots of the chapter pages (tests/test_book.py)."""
+    """Say how long the Colab test's pip install took (tests/test_colab.py) and where the browser test put its
+    screenshots of the chapter pages (tests/test_book.py)."""
     import pathlib
+
+    for report in terminalreporter.stats.get("passed", []):
+        pip = dict(getattr(report, "user_properties", ())).get("pip_install")
+        if report.when == "call" and pip:
+            terminalreporter.write_sep("-", "pip install inside the suite")
+            terminalreporter.write_line(
+                f"the Colab-like environment's two pip installs (tests/test_colab.py): {pip['wall_s']:.0f} s of wall "
+                f"clock, {pip['cpu_s']:.0f} s of CPU")
 
     shots = pathlib.Path(__file__).resolve().parents[1] / "_build" / "screenshots"
     fresh = [p for p in shots.glob("*.*") if p.stat().st_mtime >= _SESSION_START] if shots.is_dir() else []

@@ -393,31 +393,32 @@ _DARK_MODE = r"""
 })()
 """
 
-# Scroll figure i into the middle of the window; where it is in the window.
+# Scroll figure i into the middle of the window; where it is in the window, and the scroll offset.
 _SHOW_FIGURE = r"""
 (i => {
   const img = document.querySelectorAll('article img[src*="_images/"]')[i];
   img.scrollIntoView({block: 'center'});
   const r = img.getBoundingClientRect();
-  return {x: r.left, y: r.top, width: r.width, height: r.height};
+  return {x: r.left, y: r.top, width: r.width, height: r.height, scrollX: window.scrollX, scrollY: window.scrollY};
 })(%d)
 """
 
 
 def _figure_in_dark_mode(browser: Browser, index: int, path: pathlib.Path) -> float:
-    """Crop figure ``index`` from a screenshot of the window and save it. Return the share of white-ish
-    pixels (light and grey: the theme dims images in dark mode) in the figure's outer band, just inside the
-    theme's 0.5rem padding: a figure's own background, which must stay opaque white on a dark page."""
+    """Capture figure ``index`` as the window shows it (its part inside the window) and save it. Return the share
+    of white-ish pixels (light and grey: the theme dims images in dark mode) in the figure's outer band, just
+    inside the theme's 0.5rem padding: a figure's own background, which must stay opaque white on a dark page."""
     import numpy as np
     from PIL import Image
 
     rect = browser.evaluate(_SHOW_FIGURE % index)
-    window = Image.open(io.BytesIO(browser.screenshot_bytes())).convert("RGB")
-    box = (
-        max(0, round(rect["x"])), max(0, round(rect["y"])),
-        min(window.width, round(rect["x"] + rect["width"])), min(window.height, round(rect["y"] + rect["height"])),
-    )
-    figure = window.crop(box)
+    x0, y0 = max(0, round(rect["x"])), max(0, round(rect["y"]))
+    x1 = min(browser.width, round(rect["x"] + rect["width"]))
+    y1 = min(browser.height, round(rect["y"] + rect["height"]))
+    # Only the figure's rectangle is captured (clip, in page coordinates): the same pixels as a crop of the
+    # window's screenshot, for about half of Chromium's time.
+    clip = {"x": x0 + rect["scrollX"], "y": y0 + rect["scrollY"], "width": x1 - x0, "height": y1 - y0}
+    figure = Image.open(io.BytesIO(browser.screenshot_bytes(clip))).convert("RGB")
     figure.save(path)
     px = np.asarray(figure, dtype=np.int16)
     outer, inner = 10, 18  # px from the edge: past the padding, into the figure's margin
