@@ -135,7 +135,8 @@ def _children_cpu() -> float:
 
 @pytest.mark.network
 def test_the_setup_cell_installs_the_tag_and_the_package_imports_with_its_version(colab, record_property):
-    # The install's duration, for the suite's summary (tests/conftest.py): the issue's time budget leaves pip out.
+    # The install's duration, for the suite's summary (tests/conftest.py): the suite's time goal (8 minutes on 2
+    # cores) does not count pip install.
     record_property("pip_install", colab["pip_install"])
     code = ("import json, importlib.metadata as m, igr_tutorial\n"
             "d = m.distribution('igr-tutorial')\n"
@@ -208,8 +209,9 @@ def _stored_seconds(nb) -> float:
 
 
 def _shares_the_data_set(nb) -> bool:
-    """Whether a chapter trains networks on the experiments' data set (``load_data(size)``): chapters 6–9 compile
-    many of the same programs (its training loop, Lanczos, the random draws of its initializations)."""
+    """Whether a chapter trains networks on the experiments' data set (``load_data(size)``): chapters 6–9, which can
+    compile the same programs (chapter 6's and 7's share their training loop's shapes, Lanczos and the random draws
+    of their initializations)."""
     return any("load_data(" in cell_source(c) for c in load_notebook(nb)["cells"] if c["cell_type"] == "code")
 
 
