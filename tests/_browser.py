@@ -107,8 +107,7 @@ class Browser:
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             self.call(f"{domain}.enable", session=self.session)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=self.session)
+        self._window(width, height)
         self.width, self.height = width, height
 
     # --- protocol -------------------------------------------------------------------------------------
@@ -204,18 +203,35 @@ class Browser:
             params["clip"] = {**clip, "scale": 1}
         return base64.b64decode(self.call("Page.captureScreenshot", params, session=self.session)["data"])
 
-    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0) -> pathlib.Path:
+    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0,
+                   leave: bool = False) -> pathlib.Path:
         """The whole page (up to ``max_height`` CSS pixels), as PNG or, for a ``.jpg`` path, JPEG (faster), at
-        ``scale`` times the window's resolution (0.5 takes about half the CPU time of 1 on a long page)."""
+        ``scale`` times the window's resolution.
+
+        Chromium captures beyond the window by laying the page out at its full height and, afterwards, at the
+        window's again: on a chapter, each layout takes about a second of CPU. With ``leave`` (the caller is done
+        with the page), the window itself is made as tall as the page, and the browser then goes to ``about:blank``
+        before the window gets its size back, so the long page is laid out once."""
         size = self.call("Page.getLayoutMetrics", session=self.session)["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": self.width, "height": min(int(size["height"]), max_height), "scale": scale}
-        params: dict = {"format": "png", "clip": clip, "captureBeyondViewport": True}
+        height = min(int(size["height"]), max_height)
+        params: dict = {"format": "png", "clip": {"x": 0, "y": 0, "width": self.width, "height": height, "scale": scale}}
+        if leave:
+            self._window(self.width, height)
+        else:
+            params["captureBeyondViewport"] = True
         if path.suffix.lower() in (".jpg", ".jpeg"):
             params.update(format="jpeg", quality=85)
         data = self.call("Page.captureScreenshot", params, session=self.session, timeout=120)["data"]
+        if leave:
+            self.call("Page.navigate", {"url": "about:blank"}, session=self.session)
+            self._window(self.width, self.height)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+    def _window(self, width: int, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=self.session)
 
     def close(self) -> None:
         try:

@@ -383,14 +383,27 @@ _MOVE_SLIDERS = r"""
 })()
 """
 
-# The theme's dark mode; how many figures the page shows.
+# The theme's dark mode; how many figures the page shows, and the theme's attributes before (to restore them).
 _DARK_MODE = r"""
 (() => {
-  document.documentElement.dataset.theme = 'dark';
-  document.documentElement.dataset.mode = 'dark';
+  const root = document.documentElement;
+  const before = {theme: root.getAttribute('data-theme'), mode: root.getAttribute('data-mode')};
+  root.dataset.theme = 'dark';
+  root.dataset.mode = 'dark';
   const bg = getComputedStyle(document.body).backgroundColor.match(/\d+/g).map(Number);
-  return {background: bg.slice(0, 3), figures: document.querySelectorAll('article img[src*="_images/"]').length};
+  return {background: bg.slice(0, 3), figures: document.querySelectorAll('article img[src*="_images/"]').length,
+          before};
 })()
+"""
+
+# Put the theme's attributes back as they were (an argument: _DARK_MODE's `before`).
+_RESTORE_THEME = r"""
+(before => {
+  for (const [name, value] of [['data-theme', before.theme], ['data-mode', before.mode]]) {
+    if (value === null) document.documentElement.removeAttribute(name);
+    else document.documentElement.setAttribute(name, value);
+  }
+})(%s)
 """
 
 # Scroll figure i into the middle of the window; where it is in the window, and the scroll offset.
@@ -434,15 +447,17 @@ def _visit(browser: Browser, stem: str) -> dict:
     page = browser.open((HTML / "book" / f"{stem}.html").as_uri())
     page.update(browser.evaluate(_INSPECT))
     page["sliders"] = browser.evaluate(_MOVE_SLIDERS)
-    # The whole page at half scale: an overview (rasterizing a 15,000–20,000 px page at full size took 2–3 s of
-    # Chromium's CPU per chapter); the figures below are saved at full size.
-    page["screenshot"] = browser.screenshot(SCREENSHOTS / f"{stem}.jpg", scale=0.5)
+    page["screenshot"] = SCREENSHOTS / f"{stem}.jpg"  # taken last, below
     dark = browser.evaluate(_DARK_MODE)
     page["dark_background"] = dark["background"]
     page["dark_figures"] = []
     for i in range(dark["figures"]):
         path = SCREENSHOTS / f"{stem}-dark-figure{i + 1}.png"
         page["dark_figures"].append((path.name, _figure_in_dark_mode(browser, i, path)))
+    browser.evaluate(_RESTORE_THEME % json.dumps(dark["before"]))
+    # Last, in the light theme the reader gets: the whole page at half scale, an overview (the figures above are
+    # saved at full size). The page is left afterwards, so it is laid out at its full height only once.
+    browser.screenshot(page["screenshot"], scale=0.5, leave=True)
     return page
 
 
@@ -460,6 +475,7 @@ def pages(browser):
     """Every chapter page, opened once: what the browser saw, after the checks' interactions."""
     if SCREENSHOTS.exists():
         shutil.rmtree(SCREENSHOTS)
+    SCREENSHOTS.mkdir(parents=True)
     return {nb.stem: _visit(browser, nb.stem) for nb in chapter_notebooks()}
 
 
