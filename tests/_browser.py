@@ -203,28 +203,23 @@ class Browser:
             params["clip"] = {**clip, "scale": 1}
         return base64.b64decode(self.call("Page.captureScreenshot", params, session=self.session)["data"])
 
-    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0,
-                   leave: bool = False) -> pathlib.Path:
+    def screenshot(self, path: pathlib.Path, *, max_height: int = 30000, scale: float = 1.0) -> pathlib.Path:
         """The whole page (up to ``max_height`` CSS pixels), as PNG or, for a ``.jpg`` path, JPEG (faster), at
-        ``scale`` times the window's resolution.
+        ``scale`` times the window's resolution; **the page is left afterwards** (``about:blank``).
 
-        Chromium captures beyond the window by laying the page out at its full height and, afterwards, at the
-        window's again: on a chapter, each layout takes about a second of CPU. With ``leave`` (the caller is done
-        with the page), the window itself is made as tall as the page, and the browser then goes to ``about:blank``
-        before the window gets its size back, so the long page is laid out once."""
+        The window is made as tall as the page, so the long page is laid out once at its full height, and the
+        browser goes to ``about:blank`` before the window gets its size back. Chromium's own capture beyond the
+        window (``captureBeyondViewport``) lays the page out twice, at full height and back at the window's: on a
+        chapter, each layout takes about a second of CPU."""
         size = self.call("Page.getLayoutMetrics", session=self.session)["cssContentSize"]
         height = min(int(size["height"]), max_height)
         params: dict = {"format": "png", "clip": {"x": 0, "y": 0, "width": self.width, "height": height, "scale": scale}}
-        if leave:
-            self._window(self.width, height)
-        else:
-            params["captureBeyondViewport"] = True
         if path.suffix.lower() in (".jpg", ".jpeg"):
             params.update(format="jpeg", quality=85)
+        self._window(self.width, height)
         data = self.call("Page.captureScreenshot", params, session=self.session, timeout=120)["data"]
-        if leave:
-            self.call("Page.navigate", {"url": "about:blank"}, session=self.session)
-            self._window(self.width, self.height)
+        self.call("Page.navigate", {"url": "about:blank"}, session=self.session)
+        self._window(self.width, self.height)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path

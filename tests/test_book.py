@@ -457,7 +457,7 @@ def _visit(browser: Browser, stem: str) -> dict:
     browser.evaluate(_RESTORE_THEME % json.dumps(dark["before"]))
     # Last, in the light theme the reader gets: the whole page at half scale, an overview (the figures above are
     # saved at full size). The page is left afterwards, so it is laid out at its full height only once.
-    browser.screenshot(page["screenshot"], scale=0.5, leave=True)
+    browser.screenshot(page["screenshot"], scale=0.5)
     return page
 
 

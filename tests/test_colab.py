@@ -222,12 +222,13 @@ def chapter_groups(chapters, cores: int) -> list[list]:
     instead of 83 s after chapter 6, on one core)."""
     shared = [nb for nb in chapters if _shares_the_data_set(nb)]
     units = ([shared] if shared else []) + [[nb] for nb in chapters if nb not in shared]
+    seconds = [sum(map(_stored_seconds, unit)) for unit in units]
     groups: list[list] = [[] for _ in range(max(1, min(cores, len(units))))]
     load = [0.0] * len(groups)
-    for unit in sorted(units, key=lambda u: sum(map(_stored_seconds, u)), reverse=True):
+    for s, unit in sorted(zip(seconds, units), key=lambda pair: pair[0], reverse=True):
         i = load.index(min(load))
         groups[i].extend(unit)
-        load[i] += sum(map(_stored_seconds, unit))
+        load[i] += s
     return [g for g in groups if g]
 
 
