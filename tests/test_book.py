@@ -406,11 +406,16 @@ _RESTORE_THEME = r"""
 })(%s)
 """
 
-# Scroll figure i into the middle of the window; where it is in the window, and the scroll offset.
+# Scroll figure i into the middle of the window and wait until it is painted there: its pixels decoded
+# (`img.decode()`) and two frames drawn after the scroll. Without the wait, a capture under load once caught a figure
+# as bare page background (Chromium had not rastered the newly scrolled region yet). Return where the figure is in
+# the window, and the scroll offset.
 _SHOW_FIGURE = r"""
-(i => {
+(async i => {
   const img = document.querySelectorAll('article img[src*="_images/"]')[i];
   img.scrollIntoView({block: 'center'});
+  await img.decode();
+  for (let k = 0; k < 2; k++) await new Promise(r => requestAnimationFrame(r));
   const r = img.getBoundingClientRect();
   return {x: r.left, y: r.top, width: r.width, height: r.height, scrollX: window.scrollX, scrollY: window.scrollY};
 })(%d)
@@ -431,9 +436,13 @@ def _figure_in_dark_mode(browser: Browser, index: int, path: pathlib.Path) -> fl
     # Only the figure's rectangle is captured (clip, in page coordinates): the same pixels as a crop of the
     # window's screenshot, for about half of Chromium's time.
     clip = {"x": x0 + rect["scrollX"], "y": y0 + rect["scrollY"], "width": x1 - x0, "height": y1 - y0}
-    figure = Image.open(io.BytesIO(browser.screenshot_bytes(clip))).convert("RGB")
+    for _ in range(3):  # a figure is never one flat colour: such a capture is a region not painted yet
+        figure = Image.open(io.BytesIO(browser.screenshot_bytes(clip))).convert("RGB")
+        px = np.asarray(figure, dtype=np.int16)
+        if px.size and np.ptp(px) > 0:
+            break
+        browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     figure.save(path)
-    px = np.asarray(figure, dtype=np.int16)
     outer, inner = 10, 18  # px from the edge: past the padding, into the figure's margin
     band = np.zeros(px.shape[:2], dtype=bool)
     band[outer:-outer, outer:-outer] = True
