@@ -410,12 +410,13 @@ _RESTORE_THEME = r"""
 # (`img.decode()`) and two frames drawn after the scroll. Without the wait, a capture under load once caught a figure
 # as bare page background (Chromium had not rastered the newly scrolled region yet). Return where the figure is in
 # the window, and the scroll offset.
+_TWO_FRAMES = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
 _SHOW_FIGURE = r"""
 (async i => {
   const img = document.querySelectorAll('article img[src*="_images/"]')[i];
   img.scrollIntoView({block: 'center'});
   await img.decode();
-  for (let k = 0; k < 2; k++) await new Promise(r => requestAnimationFrame(r));
+  await """ + _TWO_FRAMES + r""";
   const r = img.getBoundingClientRect();
   return {x: r.left, y: r.top, width: r.width, height: r.height, scrollX: window.scrollX, scrollY: window.scrollY};
 })(%d)
@@ -441,7 +442,7 @@ def _figure_in_dark_mode(browser: Browser, index: int, path: pathlib.Path) -> fl
         px = np.asarray(figure, dtype=np.int16)
         if px.size and np.ptp(px) > 0:
             break
-        browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        browser.evaluate(_TWO_FRAMES)
     figure.save(path)
     outer, inner = 10, 18  # px from the edge: past the padding, into the figure's margin
     band = np.zeros(px.shape[:2], dtype=bool)
