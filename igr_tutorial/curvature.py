@@ -18,7 +18,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._core import Loss, PyTree, check_scalar_loss, combine_arrays, partition_arrays, random_normal
-from .tree import tree_vdot
+from .tree import tree_sq_norm, tree_vdot
 
 
 def hvp(loss: Loss, params: PyTree, v: PyTree) -> PyTree:
@@ -37,6 +37,24 @@ def third_derivative_contraction(loss: Loss, params: PyTree, v: PyTree) -> PyTre
     It appears in the second-order term of GD's modified equation (chapter 2).
     """
     return jax.grad(lambda p: tree_vdot(v, hvp(loss, p, v)))(params)
+
+
+def power_iteration_step(hvp_fn: Callable[[PyTree], PyTree], u: PyTree) -> tuple[jax.Array, PyTree]:
+    """One step of damped power iteration on ``v ↦ Hv`` from the unit vector ``u`` (any pytree).
+
+    Returns ``(uᵀHu, w/‖w‖)`` with ``w = Hu + σu`` and ``σ = ‖Hu‖ − uᵀHu ≥ 0``: plain power iteration once ``u``
+    is the top eigenvector (``σ = 0``), and a damping of negative eigenvalues while they dominate ``u`` (as at
+    an initialization, where the most negative eigenvalue is often close in magnitude to the top one). The
+    Rayleigh quotient ``uᵀHu`` is the sharpness estimate. Needs the top eigenvalue to be the largest in
+    magnitude. The warm-started tracker of the sharpness along training (:func:`~igr_tutorial.train.train`'s
+    ``sharpness_iters``, :func:`~igr_tutorial.optimizers.sharpness_trace`; chapters 6, 7 and 9).
+    """
+    w = hvp_fn(u)
+    rayleigh = tree_vdot(u, w)
+    shift = jnp.sqrt(tree_sq_norm(w)) - rayleigh
+    w = jax.tree.map(lambda wi, ui: wi + shift * ui, w, u)
+    norm = jnp.sqrt(tree_sq_norm(w))
+    return rayleigh, jax.tree.map(lambda wi: wi / norm, w)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -32,37 +32,49 @@ import numpy as np
 
 from .curvature import hessian_top_eigenvalue, hessian_trace
 from .data import Dataset, load_mnist, load_mnist1d
-from .nets import init_mlp
+from .nets import init_mlp, mlp_apply
 from .stats import mean_se
-from .train import perturbed_accuracies, stacked_init, steps_to_target, train_loss_fn, train_sweep
+from .train import perturbed_accuracies, stacked_init, train_loss_fn, train_sweep
 from .tree import num_parameters, tree_sq_norm
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSize:
-    """Everything that scales between a laptop run and a paper-sized run."""
+    """Everything that scales between a laptop run and a paper-sized run.
+
+    Chapter 6 trains every width at every step size ``h`` of ``lrs`` for the same *gradient-flow time*: run
+    ``h`` takes at most ``horizon/h`` steps and records every ``record_time/h`` steps (so record ``r`` of every run
+    is at ``t = r·record_time``), and stops at the first record whose training loss is at or below
+    ``target_loss`` (every run then fits its training data). Chapter 7 trains its network (``egr_width``) for
+    the time ``egr_horizon``: GD at ``egr_lr`` and at each step of ``egr_partners``, EGR at ``egr_lr`` with the
+    strength ``μ = (h − egr_lr)/4`` of each partner ``h``, and RK4 at each partner ``h``.
+    """
 
     name: str
     dataset: str  # "mnist1d" | "mnist"
     num_train: int | None  # None: all
     num_test: int | None
-    widths: tuple[int, ...]  # hidden width of each MLP compared
+    widths: tuple[int, ...]  # hidden width of each MLP compared (chapter 6)
     depth: int  # number of hidden layers
-    lrs: tuple[float, ...]  # learning-rate grid of the sweep (chapter 6)
-    steps: int  # full-batch steps per run
+    lrs: tuple[float, ...]  # the step sizes h of the sweep (chapter 6)
+    horizon: float  # T: the gradient-flow time budget of every run of the sweep (at most T/h steps)
+    record_time: float  # Δt: the flow time between records (every Δt/h steps)
+    target_loss: float  # E*: the common training loss at which every run of the sweep stops (equal loss)
     seeds: int  # initializations per configuration
-    egr_lr: float  # the small learning rate at which EGR is added explicitly (chapter 7)
-    mus: tuple[float, ...]  # EGR strengths μ (chapter 7)
-    sigmas: tuple[float, ...]  # parameter-noise levels for robustness (Prediction 2.4)
-    record_every: int
-    egr_steps: int  # step budget of each EGR run and its GD partner (chapter 7)
-    egr_target_loss: float  # the common training loss at which EGR runs and their GD partners stop
-    egr_record_every: int  # how often the training loss is checked against egr_target_loss
-    rk4_lrs: tuple[float, ...]  # steps h at which GD and RK4 are compared (chapter 7)
-    rk4_steps: int
+    noise_ratios: tuple[float, ...]  # parameter noise σ = r·(RMS weight) for each r (Prediction 2.4)
+    egr_width: int  # chapter 7's network
+    egr_lr: float  # h₀: the small step of EGR (chapter 7)
+    egr_partners: tuple[float, ...]  # GD steps h whose EGR partner (μ = (h − h₀)/4) and RK4 twin are trained
+    egr_horizon: float  # the gradient-flow time of every chapter-7 run (equal time)
+    sharpness_iters: int = 4  # power iterations per record that track λ_max along every run
     noise_draws: int = 10
     activation: str = "tanh"
     trace_samples: int = 20  # Rademacher probes of the Hutchinson trace
+
+    @property
+    def egr_mus(self) -> tuple[float, ...]:
+        """The EGR strengths ``μ = (h − h₀)/4`` of the partners ``h`` (chapter 7's proposition)."""
+        return tuple((h - self.egr_lr) / 4 for h in self.egr_partners)
 
 
 SIZES: dict[str, ExperimentSize] = {
@@ -71,20 +83,18 @@ SIZES: dict[str, ExperimentSize] = {
         dataset="mnist1d",
         num_train=1000,
         num_test=1000,
-        widths=(16, 32),
+        widths=(64, 128),
         depth=2,
-        lrs=tuple(float(x) for x in np.geomspace(0.02, 1.0, 6)),
-        steps=1500,
-        seeds=5,
-        egr_lr=0.1,
-        mus=(0.0, 0.025, 0.075, 0.175),  # GD partners at h = 0.1 + 4μ = 0.1, 0.2, 0.4, 0.8
-        sigmas=(0.0, 0.02, 0.05, 0.1, 0.2),
-        record_every=75,
-        egr_steps=2400,
-        egr_target_loss=1.0,
-        egr_record_every=20,
-        rk4_lrs=(0.1, 0.4, 1.0),
-        rk4_steps=400,
+        lrs=(0.125, 0.25, 0.5, 1.0, 2.0),
+        horizon=512.0,
+        record_time=8.0,
+        target_loss=0.03,
+        seeds=8,
+        noise_ratios=(0.1, 0.2, 0.3),
+        egr_width=64,
+        egr_lr=0.0625,
+        egr_partners=(0.125, 0.25),
+        egr_horizon=128.0,
     ),
     "gpu": ExperimentSize(
         name="gpu",
@@ -93,18 +103,16 @@ SIZES: dict[str, ExperimentSize] = {
         num_test=2000,
         widths=(128, 256),
         depth=4,
-        lrs=tuple(float(x) for x in np.geomspace(0.02, 1.0, 8)),
-        steps=3000,
-        seeds=3,
-        egr_lr=0.1,
-        mus=(0.0, 0.025, 0.075, 0.175),
-        sigmas=(0.0, 0.02, 0.05, 0.1, 0.2),
-        record_every=100,
-        egr_steps=4000,
-        egr_target_loss=1.0,
-        egr_record_every=20,
-        rk4_lrs=(0.1, 0.4, 1.0),
-        rk4_steps=600,
+        lrs=(0.0625, 0.125, 0.25, 0.5, 1.0),
+        horizon=512.0,
+        record_time=8.0,
+        target_loss=0.03,
+        seeds=5,
+        noise_ratios=(0.1, 0.2, 0.3),
+        egr_width=128,
+        egr_lr=0.03125,
+        egr_partners=(0.0625, 0.125),
+        egr_horizon=128.0,
     ),
     "paper": ExperimentSize(
         name="paper",
@@ -113,18 +121,16 @@ SIZES: dict[str, ExperimentSize] = {
         num_test=None,
         widths=(400, 800),
         depth=4,
-        lrs=tuple(float(x) for x in np.geomspace(0.005, 0.5, 9)),
-        steps=10000,
+        lrs=(0.03125, 0.0625, 0.125, 0.25, 0.5),
+        horizon=512.0,
+        record_time=8.0,
+        target_loss=0.01,
         seeds=3,
-        egr_lr=0.005,
-        mus=(0.0, 0.001, 0.005, 0.01, 0.05, 0.1),
-        sigmas=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2),
-        record_every=500,
-        egr_steps=20000,
-        egr_target_loss=0.05,
-        egr_record_every=100,
-        rk4_lrs=(0.02, 0.05, 0.1),
-        rk4_steps=5000,
+        noise_ratios=(0.05, 0.1, 0.2),
+        egr_width=400,
+        egr_lr=0.015625,
+        egr_partners=(0.03125, 0.0625),
+        egr_horizon=64.0,
     ),
     "tiny": ExperimentSize(
         name="tiny",
@@ -133,19 +139,19 @@ SIZES: dict[str, ExperimentSize] = {
         num_test=100,
         widths=(8,),
         depth=1,
-        lrs=(0.05, 0.2),
-        steps=20,
+        lrs=(0.25, 0.5),
+        horizon=8.0,
+        record_time=2.0,
+        target_loss=2.2,
         seeds=2,
-        egr_lr=0.05,
-        mus=(0.0, 0.05),
-        sigmas=(0.0, 0.1),
-        record_every=10,
-        egr_steps=20,
-        egr_target_loss=2.2,
-        egr_record_every=5,
-        rk4_lrs=(0.05, 0.2),
-        rk4_steps=20,
+        noise_ratios=(0.1, 0.3),
+        egr_width=8,
+        egr_lr=0.125,
+        egr_partners=(0.25,),
+        egr_horizon=4.0,
+        sharpness_iters=2,
         noise_draws=2,
+        trace_samples=4,
     ),
 }
 
@@ -242,30 +248,43 @@ def _measure(loss, params, seed: int, trace_samples: int) -> dict[str, Any]:
     }
 
 
+def _weight_rms(finals: Any) -> np.ndarray:
+    """``‖θ‖/√m`` of every run of a sweep (the runs stacked along the leading axis)."""
+    leaves = jax.tree.leaves(finals)
+    sq = sum(np.sum(np.asarray(x, dtype=float).reshape(x.shape[0], -1) ** 2, axis=1) for x in leaves)
+    m = sum(int(np.prod(x.shape[1:])) for x in leaves)
+    return np.sqrt(sq / m)
+
+
 def _noisy_accuracies(finals: Any, data: Dataset, size: ExperimentSize, seeds: Sequence[int]) -> np.ndarray:
-    """:func:`~igr_tutorial.train.perturbed_accuracies` of every run of a sweep at ``size.sigmas``: run ``j`` draws
-    its ``size.noise_draws`` noise vectors from ``PRNGKey(7 + seeds[j])``. Returns ``(runs, len(size.sigmas))``."""
+    """Test accuracy of every run of a sweep under parameter noise ``σ = r·(RMS weight)`` for each ``r`` of
+    ``size.noise_ratios`` (:func:`~igr_tutorial.train.perturbed_accuracies`): the noise is relative to each
+    network's own weight scale, so a network with larger weights is not favoured. Run ``j`` draws its
+    ``size.noise_draws`` noise vectors from ``PRNGKey(7 + seeds[j])``. Returns ``(runs, len(size.noise_ratios))``."""
     keys = jnp.stack([jax.random.PRNGKey(7 + int(s)) for s in seeds])
-    return perturbed_accuracies(finals, data, size.sigmas, keys, size.noise_draws, size.activation)
+    sigmas = _weight_rms(finals)[:, None] * np.asarray(size.noise_ratios, dtype=float)[None, :]
+    return perturbed_accuracies(finals, data, sigmas, keys, size.noise_draws, size.activation)
 
 
-_NOT_MEASURED = ("r_ig", "train_loss", "sharpness", "trace", "weight_rms", "train_accuracy", "test_accuracy")
+def equal_time_schedule(lrs: Sequence[float], horizon: float, record_time: float) -> tuple[list[int], list[int]]:
+    """``(steps, record_every)`` of an equal-time sweep: step size ``h`` runs ``T/h`` steps and records every
+    ``Δt/h`` steps, so that every run is recorded at the gradient-flow times ``t = 0, Δt, 2Δt, …, T``. Each ratio
+    must be a whole number (e.g. powers of two for ``h``), else ``ValueError``."""
+    steps, every = [], []
+    for h in lrs:
+        n, r = horizon / h, record_time / h
+        if abs(n - round(n)) > 1e-9 * n or abs(r - round(r)) > 1e-9 * r or round(r) < 1:
+            raise ValueError(f"horizon/h and record_time/h must be whole numbers, got {n:g} and {r:g} for h = {h:g} "
+                             "(choose step sizes that divide record_time, e.g. powers of two).")
+        steps.append(int(round(n)))
+        every.append(int(round(r)))
+    return steps, every
 
 
-def _final_measurements(loss, finals, hist, j: int, m: int, size: ExperimentSize, seed: int,
-                        noisy: np.ndarray, diverged: bool) -> dict[str, Any]:
-    """What is measured on run ``j`` of a sweep at its end (``None`` everywhere for a diverged run); ``noisy``:
-    the sweep's :func:`_noisy_accuracies`."""
-    if diverged:
-        return {**dict.fromkeys(_NOT_MEASURED), "perturbed_accuracy": [None] * len(size.sigmas)}
-    return {
-        "r_ig": float(hist.grad_norm_sq[j, -1] / m),
-        "train_loss": float(hist.train_loss[j, -1]),
-        "train_accuracy": float(hist.train_accuracy[j, -1]),
-        "test_accuracy": float(hist.test_accuracy[j, -1]),
-        **_measure(loss, jax.tree.map(lambda x: x[j], finals), seed, size.trace_samples),
-        "perturbed_accuracy": _finite(noisy[j]),
-    }
+def _stop_index(hist, target: float) -> np.ndarray:
+    """Per run, the index of the first record at or below ``target`` (the record count − 1 if never)."""
+    reached = np.asarray(hist.train_loss) <= target
+    return np.where(reached.any(axis=-1), np.argmax(reached, axis=-1), reached.shape[-1] - 1)
 
 
 def learning_rate_sweep(
@@ -274,54 +293,86 @@ def learning_rate_sweep(
     seed: int = 0,
     progress: Callable[[str], None] | None = _progress,
 ) -> dict[str, Any]:
-    """Chapter 6: train full-batch GD at every learning rate of the grid, for every width and seed.
+    """Chapter 6: full-batch GD at every step size ``h`` of ``size.lrs``, every width and seed, compared at equal
+    gradient-flow time and at equal training loss.
 
-    Protocol: for a given (width, seed) every learning rate starts from the same initialization and runs
-    ``size.steps`` steps; the *final* iterate is measured. All seeds × learning rates of a width are one
-    :func:`~igr_tutorial.train.train_sweep` call (one compiled program). Measured per run: ``R_IG = ‖∇E‖²/m``
-    and ``λ = h·m/4`` (Prediction 2.1), the training loss, the top Hessian eigenvalue and the Hutchinson trace of
-    the training loss's Hessian (2.2), train and test accuracy (2.3), the RMS weight ``‖θ‖/√m`` and the test
-    accuracy under Gaussian parameter noise of each ``σ`` (2.4). Runs whose loss became non-finite are
-    reported as diverged (``None``) and left out of the figures and statistics.
+    Protocol: for a given (width, seed) every ``h`` starts from the same initialization; run ``h`` records its
+    training loss and accuracy, test accuracy, ``R_IG = ‖∇E‖²/m`` and (tracked by power iteration) the sharpness
+    ``λ_max`` every ``size.record_time`` of flow time ``t = steps·h``, and stops at the first record whose
+    training loss is at or below ``size.target_loss`` (at most ``size.horizon/h`` steps). The stopped network is
+    the *equal-loss* comparison: measured there are the top Hessian eigenvalue (Lanczos) and the Hutchinson trace
+    of ``∇²E``, train and test accuracy, ``R_IG``, the RMS weight ``‖θ‖/√m``, and the test accuracy under
+    parameter noise ``σ = r·RMS weight`` for each ``r`` of ``size.noise_ratios`` (Predictions 2.1–2.4). The
+    records give the *equal-time* comparison at any ``t`` before the first run of a width stopped (after its stop,
+    a run's records repeat its last one). ``peak_sharpness`` is the largest tracked ``λ_max`` up to the stop: with
+    ``h·peak`` one can tell the steps that stayed inside the range of backward error analysis from those that went
+    past it. All seeds × step sizes of a width are one :func:`~igr_tutorial.train.train_sweep` (one compiled
+    program). Runs whose loss became non-finite are reported as diverged and left out.
     """
     size = select_size(size)
     data = load_data(size)
     loss = train_loss_fn(data, size.activation)
-    out: dict[str, Any] = {"size": dataclasses.asdict(size), "data": data.name, "runs": []}
+    steps, every = equal_time_schedule(size.lrs, size.horizon, size.record_time)
+    out: dict[str, Any] = {"size": dataclasses.asdict(size), "data": data.name, "record_time": size.record_time,
+                           "target_loss": size.target_loss, "runs": []}
     k = len(size.lrs)
     for n, width in enumerate(size.widths, 1):
         t0 = time.perf_counter()
         inits = _seed_inits(data, width, size.depth, size.seeds, seed)
         m = num_parameters(inits) // size.seeds
         finals, hist = train_sweep(
-            _per_run(inits, k), data, list(size.lrs) * size.seeds, size.steps,
-            record_every=size.record_every, activation=size.activation,
+            _per_run(inits, k), data, list(size.lrs) * size.seeds, steps * size.seeds,
+            record_every=every * size.seeds, activation=size.activation, target_loss=size.target_loss,
+            sharpness_iters=size.sharpness_iters,
         )
+        stop = _stop_index(hist, size.target_loss)
         noisy = _noisy_accuracies(finals, data, size, [j // k for j in range(size.seeds * k)])
         for j in range(size.seeds * k):
             s, lr = j // k, size.lrs[j % k]
             diverged = not np.all(np.isfinite(hist.train_loss[j]))
+            reached = bool(hist.train_loss[j, stop[j]] <= size.target_loss) and not diverged
+            lam = np.asarray(hist.sharpness[j, : stop[j] + 1], dtype=float)
             run = {
                 "width": width, "seed": s, "lr": lr, "m": m, "lambda": lr * m / 4, "diverged": diverged,
-                "step": hist.step.tolist(),
+                "reached_target": reached, "stop_time": float(stop[j] * size.record_time) if reached else None,
                 "train_loss_curve": _finite(hist.train_loss[j]),
+                "train_accuracy_curve": _finite(hist.train_accuracy[j]),
                 "test_accuracy_curve": _finite(hist.test_accuracy[j]),
                 "r_ig_curve": _finite(hist.grad_norm_sq[j] / m),
+                "sharpness_curve": _finite(hist.sharpness[j]),
+                "peak_sharpness": float(np.max(lam)) if np.all(np.isfinite(lam)) else None,
             }
-            run.update(_final_measurements(loss, finals, hist, j, m, size, s, noisy, diverged))
+            run["peak_h_sharpness"] = None if run["peak_sharpness"] is None else lr * run["peak_sharpness"]
+            if diverged:
+                run.update({**dict.fromkeys(_NOT_MEASURED), "perturbed_accuracy": [None] * len(size.noise_ratios)})
+            else:
+                run.update({
+                    "r_ig": float(hist.grad_norm_sq[j, stop[j]] / m),
+                    "train_loss": float(hist.train_loss[j, stop[j]]),
+                    "train_accuracy": float(hist.train_accuracy[j, stop[j]]),
+                    "test_accuracy": float(hist.test_accuracy[j, stop[j]]),
+                    **_measure(loss, jax.tree.map(lambda x: x[j], finals), s, size.trace_samples),
+                    "perturbed_accuracy": _finite(noisy[j]),
+                })
             out["runs"].append(run)
         if progress:
-            progress(f"[{n}/{len(size.widths)}] width {width}: {size.seeds} seeds × {k} learning rates "
+            progress(f"[{n}/{len(size.widths)}] width {width}: {size.seeds} seeds × {k} step sizes "
                      f"in {time.perf_counter() - t0:.1f} s")
     return out
 
 
-def seed_table(results: dict[str, Any], key: str, *, width: int | None = None, by: str = "lr") -> dict[str, np.ndarray]:
+_NOT_MEASURED = ("r_ig", "train_loss", "sharpness", "sharpness_converged", "trace", "weight_rms", "train_accuracy",
+                 "test_accuracy")
+
+
+def seed_table(results: dict[str, Any], key: str, *, width: int | None = None, by: str = "lr",
+               method: str | None = None) -> dict[str, np.ndarray]:
     """The values of ``run[key]`` as an array ``(seeds, grid)`` over the grid ``by`` (``"lr"`` or ``"mu"``),
-    with NaN for diverged runs, for one width (default: the only or first one); with the grid, the mean and
-    the standard error over seeds (:func:`~igr_tutorial.stats.mean_se`). Per-σ lists (``perturbed_accuracy``)
-    give ``(seeds, grid, σ)``."""
-    runs = results["runs"]
+    with NaN for diverged runs, for one width (default: the only or first one) and, for results with several
+    methods, one ``method``; with the grid, the mean and the standard error over seeds
+    (:func:`~igr_tutorial.stats.mean_se`). List-valued keys (``perturbed_accuracy``, curves) give
+    ``(seeds, grid, len)``."""
+    runs = [r for r in results["runs"] if method is None or r.get("method") == method]
     widths = sorted({r.get("width") for r in runs}, key=lambda w: (w is None, w))
     width = widths[0] if width is None else width
     runs = [r for r in runs if r.get("width") == width]
@@ -333,9 +384,59 @@ def seed_table(results: dict[str, Any], key: str, *, width: int | None = None, b
     for r in runs:
         v = r.get(key)
         if v is not None:
-            values[seeds.index(r["seed"]), grid.index(r[by])] = np.array(v, dtype=float) if isinstance(v, list) else v
+            values[seeds.index(r["seed"]), grid.index(r[by])] = (np.array(v, dtype=float) if isinstance(v, list)
+                                                                  else v)
     mean, se = mean_se(values, axis=0)
     return {"grid": np.array(grid), "values": values, "mean": mean, "se": se}
+
+
+def _flat_runs(finals: Any) -> np.ndarray:
+    """Every run's parameters as one flat vector, ``(runs, m)`` (float64, for distances)."""
+    leaves = jax.tree.leaves(finals)
+    return np.concatenate([np.asarray(x, dtype=float).reshape(x.shape[0], -1) for x in leaves], axis=1)
+
+
+def _test_logits(finals: Any, data: Dataset, activation: str) -> np.ndarray:
+    """Every run's test-set logits, flattened, ``(runs, n_test·classes)``: the network as a function."""
+    x = jnp.asarray(data.x_test)
+    return np.asarray(jax.vmap(lambda p: mlp_apply(p, x, activation).ravel())(finals), dtype=float)
+
+
+def _equal_time_runs(method: str, lrs: Sequence[float], mus: Sequence[float] | float, inits: Any, data: Dataset,
+                     size: ExperimentSize, horizon: float) -> tuple[Any, Any]:
+    """``method`` at every step of ``lrs`` (and strength of ``mus``) from every seed's initialization, for the flow
+    time ``horizon``, recording every ``horizon/8`` with the sharpness tracked: one compiled sweep. Runs are
+    seed-major: run ``j`` is seed ``j // len(lrs)``."""
+    k = len(lrs)
+    steps, every = equal_time_schedule(lrs, horizon, horizon / 8)
+    mus = list(mus) if np.ndim(mus) else [float(mus)] * k
+    return train_sweep(_per_run(inits, k), data, list(lrs) * size.seeds, steps * size.seeds,
+                       record_every=every * size.seeds, mus=mus * size.seeds, method=method,
+                       activation=size.activation, sharpness_iters=size.sharpness_iters)
+
+
+def _run_records(method, lrs, mus, finals, hist, m, size, data) -> list[dict]:
+    """The JSON-ready record of every run of an equal-time sweep (its end values, curves, tracked peak sharpness)."""
+    k = len(lrs)
+    mus = list(mus) if np.ndim(mus) else [float(mus)] * k
+    rms = _weight_rms(finals)
+    runs = []
+    for j in range(size.seeds * k):
+        s, lr, mu = j // k, lrs[j % k], mus[j % k]
+        diverged = not np.all(np.isfinite(hist.train_loss[j]))
+        lam = np.asarray(hist.sharpness[j], dtype=float)
+        run = {"method": method, "seed": s, "lr": float(lr), "mu": float(mu), "m": m, "diverged": diverged,
+               "train_loss_curve": _finite(hist.train_loss[j]), "test_accuracy_curve": _finite(hist.test_accuracy[j]),
+               "sharpness_curve": _finite(lam)}
+        if diverged:
+            run.update(dict.fromkeys(("train_loss", "train_accuracy", "test_accuracy", "r_ig", "weight_rms",
+                                      "peak_sharpness", "peak_h_sharpness")))
+        else:
+            run.update(train_loss=float(hist.train_loss[j, -1]), train_accuracy=float(hist.train_accuracy[j, -1]),
+                       test_accuracy=float(hist.test_accuracy[j, -1]), r_ig=float(hist.grad_norm_sq[j, -1] / m),
+                       weight_rms=float(rms[j]), peak_sharpness=float(lam.max()), peak_h_sharpness=float(lr * lam.max()))
+        runs.append(run)
+    return runs
 
 
 def egr_sweep(
@@ -345,61 +446,63 @@ def egr_sweep(
     seed: int = 0,
     progress: Callable[[str], None] | None = _progress,
 ) -> dict[str, Any]:
-    """Chapter 7: explicit gradient regularization ``E + μ‖∇E‖²`` at the small step ``h₀ = size.egr_lr``,
-    against its GD partner at the larger step ``h = h₀ + 4μ``, every pair trained to the same training loss.
+    """Chapter 7: does GD at a larger step ``h`` follow the flow of ``E + (h/4)‖∇E‖²``? Tested on a network by
+    explicit gradient regularization (EGR), at equal gradient-flow time.
 
-    For every ``μ`` in ``size.mus`` and every seed, EGR at ``h₀`` and GD at ``h₀ + 4μ`` start from the seed's
-    initialization and stop at the first record whose training loss is at or below ``size.egr_target_loss``
-    (at most ``size.egr_steps`` steps; see :func:`~igr_tutorial.train.train`). To first order both follow the
-    flow of ``E + (μ + h₀/4)‖∇E‖²`` (chapter 7's proposition), so they should reach the target at about the
-    same time ``t = steps·step size``, with the same ``R_IG`` and sharpness; comparing at equal training loss
-    asks whether a stronger regularizer gives better test accuracy and robustness (Predictions 2.3–2.4)
-    without "trained further" mixed in. Uses the first width; all seeds × ``μ`` of a method are one
-    :func:`~igr_tutorial.train.train_sweep` call.
+    From every seed's initialization, for the flow time ``size.egr_horizon`` (all runs fit their training data):
+
+    * GD at the small step ``h₀ = size.egr_lr`` (EGR with ``μ = 0``) and at every partner ``h`` of
+      ``size.egr_partners``;
+    * EGR, GD on ``E + μ‖∇E‖²``, at ``h₀`` with ``μ = (h − h₀)/4``: to first order it follows the flow of
+      ``E + (μ + h₀/4)‖∇E‖² = E + (h/4)‖∇E‖²``, the modified loss of GD at ``h`` (chapter 7's proposition);
+    * RK4 at every partner ``h``: the gradient flow to ``O(h⁴)``, implicit regularization removed.
+
+    For each seed and partner ``h`` the distances between the final networks are reported, in parameter space
+    (``‖θ_a − θ_b‖``) and as functions (the RMS difference of their test-set logits): GD at ``h`` to its EGR
+    partner (``gd_egr``), EGR to GD at ``h₀`` (``egr_gd0``: EGR's effect), GD at ``h`` to GD at ``h₀``
+    (``gd_gd0``), GD to RK4 at the same ``h`` (``gd_rk4``: what implicit regularization does), and RK4 at ``h``
+    to RK4 at the smallest partner (``rk4_rk4``: RK4's own step-size dependence), with the distance travelled
+    from the initialization (``travel``). Every run records its training loss, accuracies, ``R_IG`` and tracked
+    sharpness (``peak_h_sharpness``: the largest ``h·λ_max`` along the run, for stability). Uses
+    ``size.egr_width`` unless ``width`` is given.
     """
     size = select_size(size)
     data = load_data(size)
-    loss = train_loss_fn(data, size.activation)
-    width = width or size.widths[0]
+    width = width or size.egr_width
     inits = _seed_inits(data, width, size.depth, size.seeds, seed)
     m = num_parameters(inits) // size.seeds
-    h0, target = size.egr_lr, size.egr_target_loss
-    # EGR at μ = 0 *is* GD at h₀ (its update g + 2·0·Hg is g exactly): it is trained once, as the GD partner of
-    # μ = 0, and reported under both methods, which saves the most expensive runs of the sweep.
-    grids = {"gd": list(size.mus), "egr": [mu for mu in size.mus if mu != 0]}
-    by_method: dict[str, dict[tuple[int, float], dict]] = {"egr": {}, "gd": {}}
-    for method in ("gd", "egr"):
-        mus = grids[method]
-        if not mus:
-            continue
-        t0, k = time.perf_counter(), len(mus)
-        lrs = [h0 if method == "egr" else h0 + 4 * mu for mu in mus]
-        finals, hist = train_sweep(
-            _per_run(inits, k), data, lrs * size.seeds, size.egr_steps, method=method,
-            mus=mus * size.seeds if method == "egr" else 0.0,
-            record_every=size.egr_record_every, activation=size.activation, target_loss=target,
-        )
-        stop = steps_to_target(hist, target)
-        noisy = _noisy_accuracies(finals, data, size, [j // k for j in range(size.seeds * k)])
-        for j in range(size.seeds * k):
-            s, mu, lr = j // k, mus[j % k], lrs[j % k]
-            diverged = not np.all(np.isfinite(hist.train_loss[j]))
-            run = {"method": method, "seed": s, "mu": float(mu), "lr": lr, "m": m,
-                   "effective_strength": float(mu + h0 / 4),
-                   "diverged": diverged, "reached_target": bool(stop[j] >= 0) and not diverged,
-                   "steps": int(stop[j]) if stop[j] >= 0 else None,
-                   "time": float(stop[j] * lr) if stop[j] >= 0 else None}
-            run.update(_final_measurements(loss, finals, hist, j, m, size, s, noisy, diverged))
-            by_method[method][s, float(mu)] = run
+    h0, partners, mus = size.egr_lr, list(size.egr_partners), list(size.egr_mus)
+    plan = {"gd": ([h0] + partners, 0.0), "egr": ([h0] * len(partners), mus), "rk4": (partners, 0.0)}
+    runs, flat, logits = [], {}, {}
+    for method, (lrs, mu) in plan.items():
+        t0 = time.perf_counter()
+        finals, hist = _equal_time_runs(method, lrs, mu, inits, data, size, size.egr_horizon)
+        runs += _run_records(method, lrs, mu, finals, hist, m, size, data)
+        flat[method] = _flat_runs(finals).reshape(size.seeds, len(lrs), -1)
+        logits[method] = _test_logits(finals, data, size.activation).reshape(size.seeds, len(lrs), -1)
         if progress:
-            progress(f"{method.upper()}: {size.seeds} seeds × {k} values of mu to training loss {target:g} "
+            progress(f"{method.upper()}: {size.seeds} seeds × {len(lrs)} runs to t = {size.egr_horizon:g} "
                      f"in {time.perf_counter() - t0:.1f} s")
-    for (s, mu), run in by_method["gd"].items():
-        if mu == 0:
-            by_method["egr"][s, mu] = dict(run, method="egr")
-    runs = [by_method[method][s, float(mu)] for method in ("egr", "gd") for s in range(size.seeds) for mu in size.mus]
+    theta0 = _flat_runs(inits)
+
+    def dist(a, b, space):
+        return (np.linalg.norm(a - b, axis=-1) if space == "params"
+                else np.sqrt(np.mean((a - b) ** 2, axis=-1))).tolist()
+
+    distances = {}
+    for space, v in (("params", flat), ("logits", logits)):
+        gd0 = v["gd"][:, 0]
+        distances[space] = {
+            "gd_egr": [dist(v["gd"][:, 1 + i], v["egr"][:, i], space) for i in range(len(partners))],
+            "egr_gd0": [dist(v["egr"][:, i], gd0, space) for i in range(len(partners))],
+            "gd_gd0": [dist(v["gd"][:, 1 + i], gd0, space) for i in range(len(partners))],
+            "gd_rk4": [dist(v["gd"][:, 1 + i], v["rk4"][:, i], space) for i in range(len(partners))],
+            "rk4_rk4": [dist(v["rk4"][:, i], v["rk4"][:, 0], space) for i in range(len(partners))],
+        }
+    distances["params"]["travel"] = np.linalg.norm(flat["gd"][:, 0] - theta0, axis=-1).tolist()
+    distances["logits"]["travel"] = np.sqrt(np.mean(logits["gd"][:, 0] ** 2, axis=-1)).tolist()
     return {"size": dataclasses.asdict(size), "data": data.name, "width": width, "m": m, "lr": h0,
-            "target_loss": target, "runs": runs}
+            "partners": partners, "mus": mus, "horizon": size.egr_horizon, "distances": distances, "runs": runs}
 
 
 def rk4_versus_gd(
@@ -410,45 +513,27 @@ def rk4_versus_gd(
     seed: int = 0,
     progress: Callable[[str], None] | None = _progress,
 ) -> dict[str, Any]:
-    """Chapter 7: GD (IGR present) vs RK4 (IGR removed) at the same steps ``h`` (default ``size.rk4_lrs``),
-    for ``size.rk4_steps`` steps from each seed's initialization.
+    """Chapter 7: GD (implicit regularization present) against RK4 (it removed) at the same steps ``h`` (default
+    ``size.egr_partners``) for the same flow time ``size.egr_horizon``, from every seed's initialization.
 
-    RK4 follows the gradient flow to ``O(h⁴)``, so at a step where both are stable the difference between the
-    two is what implicit gradient regularization does. Reported per run: the curves, and at the end the
-    training loss, test accuracy, ``R_IG`` and the top Hessian eigenvalue ``λ_max`` (with ``h·λ_max``: GD is
-    stable for ``hλ < 2``, RK4 for ``hλ < 2.785``). All seeds × steps of a method are one compiled sweep.
+    RK4 follows the gradient flow to ``O(h⁴)``, so where both are stable the difference between the two is what
+    implicit gradient regularization does. Every run records its curves, its end values (training loss and
+    accuracy, test accuracy, ``R_IG``) and the sharpness tracked along it (``peak_h_sharpness``: GD is stable for
+    ``hλ < 2``, RK4 for ``hλ < 2.785``). The same runs are part of :func:`egr_sweep`.
     """
     size = select_size(size)
     data = load_data(size)
-    loss = train_loss_fn(data, size.activation)
-    width = width or size.widths[0]
-    lrs = [float(h) for h in (lrs or size.rk4_lrs)]
+    width = width or size.egr_width
+    lrs = [float(h) for h in (lrs or size.egr_partners)]
     inits = _seed_inits(data, width, size.depth, size.seeds, seed)
     m = num_parameters(inits) // size.seeds
-    k, steps = len(lrs), size.rk4_steps
-    every = max(1, steps // 20)
     runs = []
     for method in ("gd", "rk4"):
         t0 = time.perf_counter()
-        finals, hist = train_sweep(_per_run(inits, k), data, lrs * size.seeds, steps, method=method,
-                                   record_every=every, activation=size.activation)
-        for j in range(size.seeds * k):
-            s, lr = j // k, lrs[j % k]
-            diverged = not np.all(np.isfinite(hist.train_loss[j]))
-            run = {"method": method, "seed": s, "lr": lr, "m": m, "diverged": diverged, "step": hist.step.tolist(),
-                   "train_loss_curve": _finite(hist.train_loss[j]),
-                   "test_accuracy_curve": _finite(hist.test_accuracy[j]),
-                   "r_ig_curve": _finite(hist.grad_norm_sq[j] / m)}
-            if diverged:
-                run.update(dict.fromkeys(("train_loss", "test_accuracy", "r_ig", "sharpness")))
-            else:
-                p = jax.tree.map(lambda x: x[j], finals)
-                eig = hessian_top_eigenvalue(loss, p, tol=1e-3, max_iters=60, on_failure="ignore")
-                run.update(train_loss=float(hist.train_loss[j, -1]), test_accuracy=float(hist.test_accuracy[j, -1]),
-                           r_ig=float(hist.grad_norm_sq[j, -1] / m), sharpness=float(eig.eigenvalue))
-            runs.append(run)
+        finals, hist = _equal_time_runs(method, lrs, 0.0, inits, data, size, size.egr_horizon)
+        runs += _run_records(method, lrs, 0.0, finals, hist, m, size, data)
         if progress:
-            progress(f"{method.upper()}: {size.seeds} seeds × {k} steps h, {steps} steps each, "
+            progress(f"{method.upper()}: {size.seeds} seeds × {len(lrs)} steps h to t = {size.egr_horizon:g} "
                      f"in {time.perf_counter() - t0:.1f} s")
-    return {"size": dataclasses.asdict(size), "data": data.name, "width": width, "m": m, "steps": steps,
-            "lrs": lrs, "runs": runs}
+    return {"size": dataclasses.asdict(size), "data": data.name, "width": width, "m": m,
+            "horizon": size.egr_horizon, "lrs": lrs, "runs": runs}

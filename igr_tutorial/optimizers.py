@@ -38,7 +38,7 @@ from jax import lax
 from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check_nonnegative, check_scalar_loss,
                     check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
                     run_mode, scan_steps, solve_ode, stack_runs)
-from .curvature import hvp
+from .curvature import hvp, power_iteration_step
 from .flows import check_order
 from .modified import penalized_gradient, penalized_loss
 from .tree import tree_sq_norm
@@ -493,13 +493,9 @@ def _trace_one(loss, params, u0, lr, beta, steps, record_every, power_iters, met
         return (rk4_step(jax.grad(f), x, lr, k1), v), val
 
     def power(_, state):
-        # w = Hu; iterate on H + σI with σ = ‖w‖ − uᵀw ≥ 0: σ = 0 once u is the top eigenvector, and large while
-        # negative eigenvalues of similar magnitude (as at initialization) dominate u, which it damps
         x, u, _ = state
-        w = jax.jvp(jax.grad(f), (x,), (u,))[1]
-        rayleigh = jnp.vdot(u, w)
-        w = w + (jnp.linalg.norm(w) - rayleigh) * u
-        return x, w / jnp.linalg.norm(w), rayleigh
+        rayleigh, u = power_iteration_step(lambda v: hvp(f, x, v), u)
+        return x, u, rayleigh
 
     def record(carry, i):
         x, v, u = carry

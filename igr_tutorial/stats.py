@@ -1,23 +1,51 @@
-"""Statistics over seeds: the evidence behind every experimental claim of chapters 6–9.
+"""Statistics over seeds: the one rule behind every experimental claim of chapters 6–9.
 
 A training run of a deep network is one draw from a distribution (over initializations, minibatch orders and
 the last bits of floating-point reductions, which differ between machines and thread counts). A claim is
-therefore made about the *mean over seeds*, with its standard error, and checked with a margin:
+therefore made about the *mean over seeds*, and checked by one rule:
 
-* :func:`mean_se`: mean and standard error ``s/√n`` along the seed axis;
-* :func:`format_mean_se`: ``"0.59 ± 0.01"``, the mean printed only to the digit its standard error supports;
-* :func:`mean_difference`: the difference of two means, its standard error, and whether it is larger than
-  ``z`` standard errors (``z = 2`` by default): the test every "A is larger than B" sentence rests on;
-* :func:`spearman` and :func:`seedwise_spearman`: rank correlation over a grid (+1 when a quantity grows
-  monotonically along the grid), and the fraction of seeds in which its sign holds.
+* an **effect** (``A − B``, paired by seed where both arms start from the same seeds) is estimated with its
+  95 % confidence interval from Student's t with ``n − 1`` degrees of freedom (Welch's for two independent
+  samples): :func:`effect`. A claimed effect must have an interval that **excludes zero**, with the claimed sign;
+* a **null** ("no effect") is claimed only against an equivalence margin ``δ`` stated *before* the run, and passes
+  only if the whole interval lies inside ``(−δ, δ)`` (two one-sided tests); otherwise it is **inconclusive**
+  (or, if the interval excludes zero, a difference): :func:`equivalence`;
+* a **trend** over a grid is the rank correlation of every seed (:func:`spearman`), summarized by the interval of
+  its mean over seeds; it is claimed only when that interval excludes zero *and* the sign holds in *every*
+  seed (:func:`trend`): the sign rule never stands alone;
+* every chapter keeps a :class:`Claims` ledger: it asserts each claim by this rule and states how many claims
+  the chapter tests.
+
+Display helpers: :func:`mean_se` and :func:`format_mean_se` (``"0.59 ± 0.01"``, only the digits the standard
+error supports), and :meth:`Effect.text` (``"+0.012 [+0.004, +0.020]"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
+
+__all__ = [
+    "Claims",
+    "Effect",
+    "Trend",
+    "effect",
+    "equivalence",
+    "format_mean_se",
+    "mean_difference",
+    "mean_se",
+    "seedwise_spearman",
+    "sign_consistent",
+    "spearman",
+    "t_quantile",
+    "trend",
+]
+
+CONFIDENCE = 0.95
 
 
 def mean_se(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +73,9 @@ def _decimals(x: float, digits: int) -> int:
     return digits - 1 - math.floor(math.log10(x))
 
 
-def _rounded(x: float, decimals: int) -> str:
-    return f"{x:.{decimals}f}" if decimals >= 0 else f"{round(x, decimals):.0f}"
+def _rounded(x: float, decimals: int, sign: bool = False) -> str:
+    plus = "+" if sign else ""
+    return f"{x:{plus}.{decimals}f}" if decimals >= 0 else f"{round(x, decimals):{plus}.0f}"
 
 
 def format_mean_se(mean: float, se: float, *, digits: int = 1, scientific: bool | None = None) -> str:
@@ -73,17 +102,145 @@ def format_mean_se(mean: float, se: float, *, digits: int = 1, scientific: bool 
     return f"{_rounded(mean, d)} ± {_rounded(se, d)}"
 
 
-def mean_difference(a: Any, b: Any, *, z: float = 2.0) -> tuple[float, float, bool]:
-    """``(mean(a) − mean(b), its standard error, |difference| > z·se)`` for two independent samples.
+def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile ``t(1 − α/2, df)`` for a ``confidence`` interval (2.776 for 4 degrees of
+    freedom, 2.262 for 9, 1.960 as ``df → ∞``)."""
+    from scipy import stats
 
-    The standard error of the difference is ``√(se_a² + se_b²)``. For paired samples (the same seeds in
-    both arms) pass ``a − b`` and ``0``: the paired difference has the smaller spread.
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}.")
+    if not df > 0:
+        raise ValueError(f"df must be positive (at least two seeds), got {df!r}.")
+    return float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+    """A mean over seeds (or a mean difference) with its Student-t confidence interval ``[low, high]``.
+
+    ``n``: the number of seeds (pairs) used; ``df``: the degrees of freedom of the interval (``n − 1``, or
+    Welch's for two independent samples). With fewer than two seeds the interval is infinite.
     """
-    ma, sa = mean_se(np.ravel(a))
-    mb, sb = mean_se(np.ravel(b)) if np.ndim(b) else (np.asarray(float(b)), np.asarray(0.0))
-    diff = float(ma - mb)
-    se = float(np.sqrt(sa**2 + sb**2))
-    return diff, se, bool(abs(diff) > z * se)
+
+    estimate: float
+    se: float
+    n: int
+    df: float
+    low: float
+    high: float
+    confidence: float = CONFIDENCE
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies entirely on one side of zero: a claimed effect must."""
+        return bool(self.low > 0 or self.high < 0)
+
+    @property
+    def sign(self) -> int:
+        """+1 or −1 when the interval excludes zero on that side, else 0 (no sign can be claimed)."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+    def relative_to(self, reference: float) -> "Effect":
+        """The same effect divided by ``|reference|`` (e.g. by the reference arm's mean: a relative change)."""
+        r = abs(float(reference))
+        return dataclasses.replace(self, estimate=self.estimate / r, se=self.se / r, low=self.low / r,
+                                   high=self.high / r)
+
+    def text(self, *, digits: int = 2, scientific: bool | None = None) -> str:
+        """``"+0.012 [+0.004, +0.020]"``: the estimate and its interval, rounded to ``digits`` significant digits
+        of the interval's half-width (in one power of ten when the numbers are tiny or huge)."""
+        lo, hi, est = self.low, self.high, self.estimate
+        if not all(map(math.isfinite, (lo, hi, est))):
+            return f"{est:+.2g} [n/a]" if math.isfinite(est) else "n/a"
+        half = (hi - lo) / 2
+        big = max(abs(lo), abs(hi), abs(est))
+        if scientific is None:
+            scientific = big != 0 and not 1e-3 <= big < 1e4
+        if scientific:
+            exp = math.floor(math.log10(big))
+            s = 10.0**exp
+            inner = dataclasses.replace(self, estimate=est / s, low=lo / s, high=hi / s, se=self.se / s)
+            return f"({inner.text(digits=digits, scientific=False)})e{exp:+03d}"
+        d = max(0, _decimals(half, digits)) if half > 0 else 3
+        return f"{_rounded(est, d, True)} [{_rounded(lo, d, True)}, {_rounded(hi, d, True)}]"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def _finite(v: np.ndarray) -> np.ndarray:
+    return v[np.isfinite(v)]
+
+
+def _interval(estimate: float, se: float, n: int, df: float, confidence: float) -> Effect:
+    if n < 2 or not math.isfinite(se) or not df > 0:
+        return Effect(estimate, float("nan"), n, float("nan"), -math.inf, math.inf, confidence)
+    half = t_quantile(df, confidence) * se
+    return Effect(estimate, se, n, df, estimate - half, estimate + half, confidence)
+
+
+def effect(a: Any, b: Any = None, *, paired: bool | None = None, confidence: float = CONFIDENCE) -> Effect:
+    """The mean of ``a − b`` over seeds with its Student-t ``confidence`` interval (the book's one rule).
+
+    * ``b=None``: the mean of ``a`` (e.g. per-seed differences already formed, or per-seed correlations);
+    * ``b`` a number: ``mean(a) − b``;
+    * ``b`` an array: ``paired`` (default when ``a`` and ``b`` have the same shape) forms the per-seed
+      differences ``aᵢ − bᵢ`` and their one-sample interval with ``n − 1`` degrees of freedom, which removes the
+      spread that both arms share through their seed; ``paired=False`` treats them as independent samples
+      (Welch's interval, with the Welch–Satterthwaite degrees of freedom).
+
+    Non-finite entries (diverged runs) are left out, pairwise when paired.
+    """
+    a = np.ravel(np.asarray(a, dtype=float))
+    if b is None or np.ndim(b) == 0:
+        shift = 0.0 if b is None else float(b)
+        v = _finite(a)
+        n = v.size
+        est = float(v.mean() - shift) if n else float("nan")
+        se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        return _interval(est, se, n, n - 1, confidence)
+    b = np.ravel(np.asarray(b, dtype=float))
+    if paired is None:
+        paired = a.shape == b.shape
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired samples need the same number of seeds, got {a.size} and {b.size}.")
+        return effect(a - b, confidence=confidence)
+    va, vb = _finite(a), _finite(b)
+    na, nb = va.size, vb.size
+    if na < 2 or nb < 2:
+        est = float(va.mean() - vb.mean()) if na and nb else float("nan")
+        return _interval(est, float("nan"), min(na, nb), float("nan"), confidence)
+    sa2, sb2 = va.var(ddof=1) / na, vb.var(ddof=1) / nb
+    se = math.sqrt(sa2 + sb2)
+    df = (sa2 + sb2) ** 2 / (sa2**2 / (na - 1) + sb2**2 / (nb - 1)) if se > 0 else na + nb - 2
+    return _interval(float(va.mean() - vb.mean()), se, min(na, nb), df, confidence)
+
+
+def equivalence(eff: Effect, margin: float) -> str:
+    """The verdict on a null claim with equivalence margin ``margin > 0`` (stated before the run):
+
+    * ``"equivalent"``: the whole interval lies inside ``(−margin, margin)`` (two one-sided tests at the
+      interval's level): any effect is smaller than the margin;
+    * ``"different"``: otherwise, if the interval excludes zero: there is an effect, possibly larger than the margin;
+    * ``"inconclusive"``: otherwise: the data cannot tell "no effect" from "an effect larger than the margin".
+    """
+    if not (isinstance(margin, (int, float, np.floating)) and margin > 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
+    if -margin < eff.low and eff.high < margin:
+        return "equivalent"
+    return "different" if eff.excludes_zero else "inconclusive"
+
+
+def sign_consistent(values: Any, sign: int | None = None) -> bool:
+    """Whether *every* finite value has the same strict sign (``sign`` if given): the per-seed sign rule. It
+    never makes a claim alone; :func:`trend` pairs it with an interval."""
+    v = _finite(np.ravel(np.asarray(values, dtype=float)))
+    if v.size == 0:
+        return False
+    signs = np.sign(v)
+    s = signs[0] if sign is None else sign
+    return bool(s != 0 and np.all(signs == s))
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -115,10 +272,126 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@dataclasses.dataclass(frozen=True)
+class Trend:
+    """A monotone trend of a quantity over a grid: every seed's Spearman ρ, the interval of their mean, and
+    whether the sign holds in every seed. ``sign`` is the claimed direction (+1, −1) or 0 when the rule fails."""
+
+    rhos: np.ndarray
+    mean: Effect
+    all_seeds: bool
+
+    @property
+    def sign(self) -> int:
+        return self.mean.sign if self.all_seeds and sign_consistent(self.rhos, self.mean.sign) else 0
+
+    def text(self) -> str:
+        return f"ρ {self.mean.text()} (per seed: {', '.join(f'{r:+.2f}' for r in self.rhos)})"
+
+
+def trend(x: Any, y_by_seed: Any, *, confidence: float = CONFIDENCE) -> Trend:
+    """Spearman's ρ of ``x`` with each row of ``y_by_seed`` (shape ``(seeds, len(x))``), and the Student-t interval
+    of the mean ρ over seeds. The trend is claimed (``Trend.sign != 0``) only when the interval excludes zero and
+    every seed has that sign."""
+    y = np.atleast_2d(np.asarray(y_by_seed, dtype=float))
+    rhos = np.array([spearman(x, row) for row in y])
+    eff = effect(rhos, confidence=confidence)
+    return Trend(rhos, eff, sign_consistent(rhos))
+
+
+class Claims:
+    """The ledger of a chapter's claims: each is asserted by the book's rule and counted.
+
+    ``claims = Claims("Chapter 6")``, then per claim one of
+
+    * :meth:`effect`: asserts that an :class:`Effect`'s interval excludes zero with the claimed ``sign``;
+    * :meth:`null`: the verdict of :func:`equivalence` for a margin stated before the run; it asserts only what
+      the ``expect``-ed verdict says (default: nothing, and the text reports the verdict, "inconclusive" included);
+    * :meth:`trend`: asserts a :class:`Trend`'s sign;
+    * :meth:`check`: any other asserted statement (a bound, a count), for the tally.
+
+    :meth:`summary` says how many claims the chapter tested and how they came out.
+    """
+
+    def __init__(self, chapter: str):
+        self.chapter = chapter
+        self.records: list[tuple[str, str, str]] = []  # (kind, name, outcome)
+
+    def _add(self, kind: str, name: str, outcome: str) -> None:
+        self.records.append((kind, name, outcome))
+
+    def effect(self, name: str, eff: Effect, sign: int) -> Effect:
+        if sign not in (1, -1):
+            raise ValueError(f"sign must be +1 or -1, got {sign!r}.")
+        assert eff.sign == sign, (f"{self.chapter}: claim '{name}' fails: {eff.text()} does not exclude zero on the "
+                                  f"{'positive' if sign > 0 else 'negative'} side")
+        self._add("effect", name, "holds")
+        return eff
+
+    def null(self, name: str, eff: Effect, margin: float, *, expect: str | None = None) -> str:
+        verdict = equivalence(eff, margin)
+        if expect is not None:
+            assert verdict == expect, (f"{self.chapter}: null claim '{name}' (margin ±{margin:g}) is {verdict}, "
+                                       f"not {expect}: {eff.text()}")
+        self._add("null", name, verdict)
+        return verdict
+
+    def trend(self, name: str, tr: Trend, sign: int) -> Trend:
+        assert tr.sign == sign, f"{self.chapter}: trend '{name}' fails the rule: {tr.text()}"
+        self._add("trend", name, "holds")
+        return tr
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        assert ok, f"{self.chapter}: claim '{name}' fails" + (f": {detail}" if detail else "")
+        self._add("check", name, "holds")
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for kind, _, outcome in self.records:
+            key = kind if kind != "null" else f"null ({outcome})"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        """One sentence: how many claims were tested, by kind, and how the nulls came out."""
+        c = self.counts()
+        parts = []
+        names = {"effect": "effects (interval excludes zero)", "trend": "trends (interval and every seed)",
+                 "check": "other checks (bounds, counts)"}
+        for key in ("effect", "trend", "check"):
+            if c.get(key):
+                parts.append(f"{c[key]} {names[key]}")
+        for verdict in ("equivalent", "inconclusive", "different"):
+            k = c.get(f"null ({verdict})", 0)
+            if k:
+                parts.append(f"{k} null claim{'s' if k > 1 else ''} {verdict}")
+        total = len(self.records)
+        return (f"{self.chapter} tests {total} claim{'s' if total != 1 else ''} by the book's rule (95 % Student-t "
+                f"intervals over seeds): " + ", ".join(parts) + ".")
+
+
+# --------------------------------------------------------------------------------------------------
+# Superseded (kept so that readers' code keeps working)
+# --------------------------------------------------------------------------------------------------
+
+
+def mean_difference(a: Any, b: Any, *, z: float = 2.0) -> tuple[float, float, bool]:
+    """Deprecated: use :func:`effect` (Student-t interval). ``(mean(a) − mean(b), its standard error,
+    |difference| > z·se)`` for two independent samples; ``b = 0`` for per-seed differences."""
+    warnings.warn("igr_tutorial.stats.mean_difference is superseded by igr_tutorial.stats.effect (a Student-t "
+                  "interval); it will be removed in a later release.", DeprecationWarning, stacklevel=2)
+    ma, sa = mean_se(np.ravel(a))
+    mb, sb = mean_se(np.ravel(b)) if np.ndim(b) else (np.asarray(float(b)), np.asarray(0.0))
+    diff = float(ma - mb)
+    se = float(np.sqrt(sa**2 + sb**2))
+    return diff, se, bool(abs(diff) > z * se)
+
+
 def seedwise_spearman(x: Any, y_by_seed: Any) -> tuple[np.ndarray, float]:
-    """Spearman's ρ of ``x`` with each row of ``y_by_seed`` (shape ``(seeds, len(x))``), and the fraction of
-    seeds whose ρ has the sign of the median ρ: "ρ > 0 in 5 of 5 seeds" is a claim about the trend that no
-    single run decides."""
+    """Deprecated: use :func:`trend`. Spearman's ρ of ``x`` with each row of ``y_by_seed`` and the fraction of seeds
+    whose ρ has the sign of the median ρ."""
+    warnings.warn("igr_tutorial.stats.seedwise_spearman is superseded by igr_tutorial.stats.trend (an interval "
+                  "and every seed); it will be removed in a later release.", DeprecationWarning, stacklevel=2)
     y = np.atleast_2d(np.asarray(y_by_seed, dtype=float))
     rhos = np.array([spearman(x, row) for row in y])
     finite = rhos[np.isfinite(rhos)]

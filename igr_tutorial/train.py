@@ -28,8 +28,9 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, rk4_step, run_mode,
-                    scan_steps, sgd_step, stack_runs)
+from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, random_normal,
+                    random_split, rk4_step, run_mode, scan_steps, sgd_step, stack_runs)
+from .curvature import hvp, power_iteration_step
 from .data import Dataset
 from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
@@ -48,6 +49,7 @@ class History:
     test_loss: np.ndarray
     test_accuracy: np.ndarray
     grad_norm_sq: np.ndarray  # ‖∇E‖² of the full training loss
+    sharpness: np.ndarray | None = None  # λ_max(∇²E) by warm-started power iteration (``sharpness_iters > 0``)
 
     def r_ig(self, m: int) -> np.ndarray:
         """``R_IG = ‖∇E‖²/m`` along the run."""
@@ -96,25 +98,62 @@ def _step_fn(method, activation, batch_size, n_train):
     return step
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "method", "activation", "batch_size", "record_every"))
-def _train(params, arrays, lr, mu, key, target, *, steps, method, activation, batch_size, record_every):
+def _sharpness(params, u, arrays, activation, iters):
+    """``(λ_max estimate, next vector)`` of the full training loss's Hessian at ``params``: ``iters`` damped power
+    iterations (:func:`~igr_tutorial.curvature.power_iteration_step`) warm-started from the unit vector ``u``."""
+    loss_fn = lambda p: classification_loss(p, arrays[0], arrays[1], activation)  # noqa: E731
+
+    def body(_, state):
+        _, v = state
+        return power_iteration_step(lambda w: hvp(loss_fn, params, w), v)
+
+    return lax.fori_loop(0, iters, body, (jnp.zeros((), arrays[0].dtype), u))
+
+
+def _unit_start(params, key):
+    """A random unit vector shaped like ``params``, drawn from ``key`` (the power iteration's start)."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = random_split(jax.random.fold_in(key, 2**31 - 1), len(leaves))
+    u = jax.tree.unflatten(treedef, [random_normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+    norm = jnp.sqrt(tree_sq_norm(u))
+    return jax.tree.map(lambda x: x / norm, u)
+
+
+@functools.partial(jax.jit, static_argnames=("num_records", "method", "activation", "batch_size", "sharpness_iters"))
+def _train(params, arrays, lr, mu, key, target, every, *, num_records, method, activation, batch_size,
+           sharpness_iters=0):
+    # `every` (steps between records) is traced: runs of different step sizes and step counts, with the same
+    # number of records (an equal-time sweep: steps = T/h), share one compiled program.
     xtr, ytr = arrays[0], arrays[1]
     lr = jnp.asarray(lr, xtr.dtype)
     mu = jnp.asarray(mu, xtr.dtype)
     step = _step_fn(method, activation, batch_size, xtr.shape[0])
-    num_records = steps // record_every
 
     def segment(p, r):
-        return scan_steps(lambda q, i: step(q, i, lr, mu, key, xtr, ytr), p, r * record_every + jnp.arange(record_every))[0]
+        return lax.fori_loop(0, every, lambda j, q: step(q, r * every + j, lr, mu, key, xtr, ytr), p)
+
+    def measured(p, u, iters):
+        metrics = _metrics(p, arrays, activation)
+        if not sharpness_iters:
+            return metrics, u
+        lam, u = _sharpness(p, u, arrays, activation, iters)
+        return jnp.concatenate([metrics, lam[None]]), u
 
     def outer(carry, r):
-        # A run stops for good at the first record whose training loss is at or below `target` (-inf: never).
-        p, metrics = carry
-        p = lax.cond(metrics[0] > target, segment, lambda q, _: q, p, r)
-        return p, _metrics(p, arrays, activation)
+        # A run stops for good at the first record whose training loss is at or below `target` (-inf: never);
+        # a stopped run keeps its parameters and its last record (nothing is computed again).
+        p, metrics, u = carry
 
-    init = (params, _metrics(params, arrays, activation))
-    (final, _), recs = scan_steps(outer, init, jnp.arange(num_records), record=lambda c: c[1])
+        def advance(c):
+            p, _, u = c
+            p = segment(p, r)
+            return (p, *measured(p, u, sharpness_iters))
+
+        return lax.cond(metrics[0] > target, advance, lambda c: c, carry)
+
+    u0 = _unit_start(params, key) if sharpness_iters else None
+    init = (params, *measured(params, u0, 4 * sharpness_iters))   # from a random vector: more iterations
+    (final, _, _), recs = scan_steps(outer, init, jnp.arange(num_records), record=lambda c: c[1])
     return final, recs
 
 
@@ -124,6 +163,31 @@ def _default_record_every(steps, record_every):
         return record_every  # validated (or rejected) by _check_method
     target = max(1, steps // 20)
     return max(d for d in range(1, target + 1) if steps % d == 0)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _per_run_schedule(steps, record_every, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``steps`` and ``record_every`` (each one integer or one per run) as arrays of length ``k``, and the common
+    number of records ``steps // record_every`` that every run must have."""
+    steps_a = [steps] * k if _is_int(steps) else list(steps) if isinstance(steps, (list, tuple, np.ndarray)) else [steps]
+    every_a = ([_default_record_every(steps, record_every)] * k if not isinstance(record_every, (list, tuple, np.ndarray))
+               else list(record_every))
+    if len(steps_a) != k or len(every_a) != k:
+        raise ValueError(f"steps and record_every must be one integer or one per run ({k}), got {len(steps_a)} "
+                         f"and {len(every_a)} values.")
+    for n, r in zip(steps_a, every_a):
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"steps must be a positive integer, got {n!r}.")
+        if not _is_int(r) or r < 1 or n % r:
+            raise ValueError(f"record_every must be a positive divisor of steps={n}, got {r!r}.")
+    counts = {n // r for n, r in zip(steps_a, every_a)}
+    if len(counts) != 1:
+        raise ValueError("every run must have the same number of records steps // record_every (e.g. steps = T/h and "
+                         f"record_every = Δt/h for an equal-time sweep), got {sorted(counts)}.")
+    return np.asarray(steps_a, dtype=int), np.asarray(every_a, dtype=int), counts.pop()
 
 
 def _check_target(target_loss, method) -> float:
@@ -142,7 +206,8 @@ def steps_to_target(hist: History, target_loss: float) -> np.ndarray:
     run that never reached it): how long each run of a ``target_loss`` sweep trained."""
     reached = np.asarray(hist.train_loss) <= target_loss
     first = np.argmax(reached, axis=-1)
-    return np.where(reached.any(axis=-1), np.asarray(hist.step)[first], -1)
+    step = np.broadcast_to(np.asarray(hist.step), reached.shape)
+    return np.where(reached.any(axis=-1), np.take_along_axis(step, first[..., None], axis=-1)[..., 0], -1)
 
 
 def _check_mu(mu):
@@ -151,7 +216,7 @@ def _check_mu(mu):
         raise ValueError(f"mu must be a finite number >= 0 (the EGR strength), got {mu.tolist()}.")
 
 
-def _check_method(method, batch_size, n_train, steps, record_every):
+def _check_method(method, batch_size, n_train):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if method == "sgd":
@@ -159,23 +224,32 @@ def _check_method(method, batch_size, n_train, steps, record_every):
             raise ValueError(f"SGD needs 1 <= batch_size <= {n_train} (training examples), got {batch_size}.")
     elif batch_size is not None:
         raise ValueError(f"batch_size is only used by method='sgd' (got it with method={method!r}).")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-    if not isinstance(record_every, int) or record_every < 1 or steps % record_every:
-        raise ValueError(f"record_every must be a positive divisor of steps={steps}, got {record_every!r}.")
 
 
-def _history(recs: np.ndarray, record_every: int) -> History:
+def _history(recs: np.ndarray, record_every: np.ndarray) -> History:
+    """The records ``(…, records, 5 or 6)`` as a :class:`History`; ``step`` is 1-D when every run records at the
+    same steps, else ``(runs, records)``."""
     recs = np.asarray(recs)
     n = recs.shape[-2]
+    every = np.asarray(record_every)
+    if every.ndim and np.all(every == every.flat[0]):
+        every = every.flat[0]
     return History(
-        step=np.arange(n) * record_every,
+        step=np.arange(n) * every if every.ndim == 0 else every[:, None] * np.arange(n),
         train_loss=recs[..., 0],
         train_accuracy=recs[..., 1],
         test_loss=recs[..., 2],
         test_accuracy=recs[..., 3],
         grad_norm_sq=recs[..., 4],
+        sharpness=recs[..., 5] if recs.shape[-1] > 5 else None,
     )
+
+
+def _check_sharpness_iters(sharpness_iters) -> int:
+    if isinstance(sharpness_iters, bool) or not isinstance(sharpness_iters, (int, np.integer)) or sharpness_iters < 0:
+        raise ValueError(f"sharpness_iters must be a non-negative integer (power iterations per record; 0: off), "
+                         f"got {sharpness_iters!r}.")
+    return int(sharpness_iters)
 
 
 def train(
@@ -192,6 +266,7 @@ def train(
     record_every: int | None = None,
     allow_divergence: bool = False,
     target_loss: float | None = None,
+    sharpness_iters: int = 0,
 ) -> tuple[Any, History]:
     """Train an MLP (see :mod:`igr_tutorial.nets`) for ``steps`` steps; one compiled ``lax.scan``.
 
@@ -203,10 +278,20 @@ def train(
     ``target_loss``: stop training at the first record whose full training loss is at or below it (the
     parameters and the recorded metrics then stay constant): runs compared *at equal training loss* instead
     of after an equal number of steps (chapters 6–7). See :func:`steps_to_target` for the step reached.
+
+    ``sharpness_iters``: with ``k > 0``, every record also holds the sharpness ``λ_max(∇²E)`` of the full training
+    loss (``History.sharpness``), estimated by ``k`` power iterations warm-started from the previous record's
+    vector (``4k`` from a random vector at step 0; :func:`~igr_tutorial.curvature.power_iteration_step`). It
+    tracks ``h·λ_max`` along the run, so one can tell whether a step stayed below the stability limit 2 the whole
+    way (chapters 6 and 7). Where the top eigenvector turns fast (at the edge of stability) a few iterations
+    can read low; :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` checks single points.
     """
     check_learning_rate(lr)
-    record_every = _default_record_every(steps, record_every)
-    _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    sharpness_iters = _check_sharpness_iters(sharpness_iters)
+    if not _is_int(steps):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+    _, every, num_records = _per_run_schedule(steps, record_every, 1)
+    _check_method(method, batch_size, data.x_train.shape[0])
     target = _check_target(target_loss, method)
     if method == "egr":
         _check_mu(mu)
@@ -215,9 +300,10 @@ def train(
     dtype = arrays[0].dtype  # lr and μ as arrays of the data's dtype: the same compiled function as train_sweep
     final, recs = _train(
         params, arrays, jnp.asarray(lr, dtype), jnp.asarray(mu, dtype), key, jnp.asarray(target, dtype),
-        steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every,
+        jnp.asarray(every[0], jnp.int32), num_records=num_records, method=method, activation=activation,
+        batch_size=batch_size, sharpness_iters=sharpness_iters,
     )
-    hist = _history(recs, record_every)
+    hist = _history(recs, every[0])
     if not allow_divergence and not np.all(np.isfinite(hist.train_loss)):
         bad = int(hist.step[np.argmin(np.isfinite(hist.train_loss))])
         raise DivergenceError(
@@ -231,17 +317,18 @@ def train_sweep(
     init_params: Any,
     data: Dataset,
     lrs: Sequence[float],
-    steps: int,
+    steps: int | Sequence[int],
     *,
     mus: Sequence[float] | float = 0.0,
     keys: jax.Array | None = None,
     method: str = "gd",
     batch_size: int | None = None,
     activation: str = "tanh",
-    record_every: int | None = None,
+    record_every: int | Sequence[int] | None = None,
     mode: str = "auto",
     target_loss: float | None = None,
     devices: Sequence[jax.Device] | None = None,
+    sharpness_iters: int = 0,
 ) -> tuple[Any, History]:
     """Train one run per entry of ``lrs`` (and of ``mus`` and ``keys``, broadcast to the same length).
 
@@ -253,7 +340,13 @@ def train_sweep(
     MNIST-1D examples, 2 cores: 7 s looped vs 10 s vmapped). Diverging runs
     are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
     have shape ``(runs, records)``. ``target_loss`` stops every run at the same training loss, as in
-    :func:`train`.
+    :func:`train`, and ``sharpness_iters`` records the sharpness along every run, as in :func:`train`.
+
+    ``steps`` and ``record_every`` are one integer each, or one per run with the same number of records
+    ``steps // record_every`` in every run: an *equal-time* sweep gives step size ``h`` the budget ``T/h`` and
+    records every ``Δt/h`` steps, so that record ``r`` of every run is at the gradient-flow time ``t = r·Δt``
+    (chapter 6). The step count is traced, so such a sweep is still one compiled program. ``History.step`` is
+    then ``(runs, records)``.
 
     ``devices`` (default: all of ``jax.devices()``): with more than one, the runs are split across them, one
     block of runs per device (``jax.shard_map`` over the run axis of the vmapped program, padded to a multiple
@@ -274,8 +367,8 @@ def train_sweep(
     keys = jax.random.split(jax.random.PRNGKey(0), k) if keys is None else keys
     if len(keys) != k:
         raise ValueError(f"keys must hold one PRNG key per learning rate ({k}), got {len(keys)}.")
-    record_every = _default_record_every(steps, record_every)
-    _check_method(method, batch_size, data.x_train.shape[0], steps, record_every)
+    _, every, num_records = _per_run_schedule(steps, record_every, k)
+    _check_method(method, batch_size, data.x_train.shape[0])
     target = _check_target(target_loss, method)
     mode = run_mode(mode)
     devices = list(jax.devices() if devices is None else devices)
@@ -283,30 +376,33 @@ def train_sweep(
         raise ValueError("devices must name at least one device (e.g. jax.devices()[:1]).")
     per_run = _stacked(init_params, k)
     arrays = _arrays(data)
-    static = dict(steps=steps, method=method, activation=activation, batch_size=batch_size, record_every=record_every)
+    static = dict(num_records=num_records, method=method, activation=activation, batch_size=batch_size,
+                  sharpness_iters=_check_sharpness_iters(sharpness_iters))
     dtype = arrays[0].dtype
     lr_arr, mu_arr, target = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype), jnp.asarray(target, dtype)
+    every_arr = jnp.asarray(every, jnp.int32)
     if len(devices) > 1:
-        final, recs = _sharded_runs(init_params, per_run, arrays, lr_arr, mu_arr, keys, target, static, devices)
+        final, recs = _sharded_runs(init_params, per_run, arrays, lr_arr, mu_arr, keys, target, every_arr, static,
+                                    devices)
     elif mode == "vmap":
-        final, recs = _vmapped_runs(static, per_run)(init_params, arrays, lr_arr, mu_arr, keys, target)
+        final, recs = _vmapped_runs(static, per_run)(init_params, arrays, lr_arr, mu_arr, keys, target, every_arr)
     else:
         outs = []
         for i in range(k):
             p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
-            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, **static))
+            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, every_arr[i], **static))
         final, recs = stack_runs(outs)
-    return final, _history(recs, record_every)
+    return final, _history(recs, every)
 
 
 def _vmapped_runs(static: dict, per_run: bool):
-    """``_train`` vmapped over runs: ``(params, arrays, lr, μ, key, target) -> (final, records)``, the
+    """``_train`` vmapped over runs: ``(params, arrays, lr, μ, key, target, every) -> (final, records)``, the
     parameters per run when ``per_run`` (else shared), the data and the target loss shared."""
-    return jax.vmap(lambda p, a, h, m, kk, t: _train(p, a, h, m, kk, t, **static),
-                    in_axes=(0 if per_run else None, None, 0, 0, 0, None))
+    return jax.vmap(lambda p, a, h, m, kk, t, e: _train(p, a, h, m, kk, t, e, **static),
+                    in_axes=(0 if per_run else None, None, 0, 0, 0, None, 0))
 
 
-def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, devices):
+def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, every, static, devices):
     """The vmapped sweep with its run axis split across ``devices``: each device trains its own block of runs.
 
     The run count is padded to a multiple of the device count by repeating the last run (dropped afterwards),
@@ -321,7 +417,7 @@ def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, static, 
 
     params = jax.tree.map(padded, init_params) if per_run else init_params
     sharded = _sharded_program(tuple(sorted(static.items())), per_run, tuple(devices))
-    final, recs = sharded(params, arrays, *(padded(x) for x in (lrs, mus, keys)), target)
+    final, recs = sharded(params, arrays, *(padded(x) for x in (lrs, mus, keys)), target, padded(every))
     return jax.tree.map(lambda x: x[:k], final), recs[:k]
 
 
@@ -334,7 +430,7 @@ def _sharded_program(static_items: tuple, per_run: bool, devices: tuple):
     mesh = Mesh(np.asarray(devices), ("runs",))
     runs = P("runs")
     return jax.jit(jax.shard_map(_vmapped_runs(dict(static_items), per_run), mesh=mesh,
-                                 in_specs=(runs if per_run else P(), P(), runs, runs, runs, P()),
+                                 in_specs=(runs if per_run else P(), P(), runs, runs, runs, P(), runs),
                                  out_specs=(runs, runs), check_vma=False))
 
 
@@ -420,13 +516,20 @@ def perturbed_accuracies(
 ) -> np.ndarray:
     """:func:`perturbed_accuracy` of every run of a sweep in one compiled program.
 
-    ``stacked_params``: the runs' parameters stacked along a leading axis; ``keys``: one PRNG key per run.
-    Returns an array ``(runs, len(sigmas))``. Each run's noise is one Gaussian draw of shape
+    ``stacked_params``: the runs' parameters stacked along a leading axis; ``keys``: one PRNG key per run;
+    ``sigmas``: one list of noise levels for every run, or one row per run (shape ``(runs, k)``, e.g. a noise
+    relative to each network's weight scale). Returns an array ``(runs, k)``. Each run's noise is one Gaussian draw of shape
     ``(num_draws, m)`` over its ``m`` flattened parameters: XLA compiles every random draw of a program
     separately, and a draw per layer took most of the compile time (chapters 6 and 7).
     """
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    sig = jnp.asarray(np.asarray(sigmas, dtype=float), jax.tree.leaves(stacked_params)[0].dtype)
+    runs = len(keys)
+    sig = np.asarray(sigmas, dtype=float)
+    if sig.ndim == 1:
+        sig = np.broadcast_to(sig, (runs, sig.size))
+    if sig.ndim != 2 or sig.shape[0] != runs:
+        raise ValueError(f"sigmas must be one list of noise levels or one row per run ({runs}), got shape {sig.shape}.")
+    sig = jnp.asarray(sig, jax.tree.leaves(stacked_params)[0].dtype)
     return np.asarray(_perturbed_accuracies(stacked_params, x, y, sig, keys, num_draws=num_draws,
                                             activation=activation))
 
@@ -434,16 +537,16 @@ def perturbed_accuracies(
 @functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
 def _perturbed_accuracies(stacked, x, y, sig, keys, *, num_draws, activation):
     def one_run(args):
-        params, key = args
+        params, key, sigmas = args
         flat, unravel = ravel_pytree(params)
         eps = jax.random.normal(key, (num_draws, flat.shape[0]), flat.dtype)
 
         def noisy(sigma):
             return jnp.mean(lax.map(lambda e: accuracy(mlp_apply(unravel(flat + sigma * e), x, activation), y), eps))
 
-        return lax.map(noisy, sig)
+        return lax.map(noisy, sigmas)
 
-    return lax.map(one_run, (stacked, keys))
+    return lax.map(one_run, (stacked, keys, sig))
 
 
 def implicit_strength_for(lr: float, params: Any) -> float:

@@ -53,7 +53,8 @@ SCRIPT = textwrap.dedent('''
     sweep = ex.learning_rate_sweep(size)
     out["sweep"] = [[r[k] for k in ("train_loss", "r_ig", "test_accuracy", "sharpness")] for r in sweep["runs"]]
     # A second gd sweep of the same shapes with other learning rates reuses the compiled sharded program.
-    gd = (tuple(sorted(dict(steps=30, method="gd", activation="tanh", batch_size=None, record_every=10).items())),
+    gd = (tuple(sorted(dict(num_records=3, method="gd", activation="tanh", batch_size=None,
+                            sharpness_iters=0).items())),
           True, tuple(jax.devices()))
     programs = tr._sharded_program.cache_info().currsize
     compiled = tr._sharded_program(*gd)._cache_size() if programs else 0
