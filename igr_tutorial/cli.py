@@ -1,7 +1,8 @@
 """The command line: ``python -m igr_tutorial figure NAME`` and ``python -m igr_tutorial sizes``.
 
-``figure`` runs the experiment behind a figure once (``rig``, ``sharpness``, ``test-accuracy`` and
-``robustness`` share one learning-rate sweep; ``all`` runs each of the three experiments once), writes
+``figure`` runs the experiment behind a figure once (``curves``, ``equal-loss``, ``rig``, ``sharpness``,
+``test-accuracy`` and ``robustness`` share chapter 6's step-size sweep, ``egr`` and ``rk4`` chapter 7's runs;
+``all`` runs each of the two experiments once), writes
 ``DIR/NAME.png`` and ``DIR/NAME.json`` (the numbers behind the figure, the experiment size, the JAX backend
 and device, the JAX version and the wall time), and reports progress on stderr.
 """
@@ -21,17 +22,19 @@ from typing import Any, Callable, Sequence
 from .experiments import SIZES
 
 # figure name -> (experiment, plot function name in igr_tutorial.figures, run keys kept in its JSON or None)
-_SWEEP_COMMON = ("width", "seed", "lr", "m", "lambda", "diverged")
+_SWEEP_COMMON = ("width", "seed", "lr", "m", "lambda", "diverged", "reached_target", "stop_time")
 FIGURES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
-    "rig": ("learning_rate_sweep", "plot_rig_vs_lambda", _SWEEP_COMMON + ("r_ig", "step", "r_ig_curve")),
+    "curves": ("learning_rate_sweep", "plot_training_curves",
+               _SWEEP_COMMON + ("train_loss_curve", "sharpness_curve")),
+    "equal-loss": ("learning_rate_sweep", "plot_equal_loss",
+                   _SWEEP_COMMON + ("test_accuracy", "r_ig", "sharpness", "trace", "perturbed_accuracy")),
+    "rig": ("learning_rate_sweep", "plot_rig_vs_lambda", _SWEEP_COMMON + ("r_ig",)),
     "sharpness": ("learning_rate_sweep", "plot_sharpness_vs_lambda",
                   _SWEEP_COMMON + ("sharpness", "sharpness_converged")),
-    "test-accuracy": ("learning_rate_sweep", "plot_test_accuracy_vs_lambda",
-                      _SWEEP_COMMON + ("train_accuracy", "test_accuracy", "step", "train_loss_curve",
-                                       "test_accuracy_curve")),
+    "test-accuracy": ("learning_rate_sweep", "plot_test_accuracy_vs_lambda", _SWEEP_COMMON + ("test_accuracy",)),
     "robustness": ("learning_rate_sweep", "plot_robustness", _SWEEP_COMMON + ("test_accuracy", "perturbed_accuracy")),
     "egr": ("egr_sweep", "plot_egr", None),
-    "rk4": ("rk4_versus_gd", "plot_rk4_vs_gd", None),
+    "rk4": ("egr_sweep", "plot_rk4_vs_gd", None),
 }
 DPI = 120
 
@@ -39,10 +42,10 @@ _DESCRIPTION = """\
 Reproduce the deep-network figures of the book on Implicit Gradient Regularization
 (Barrett & Dherin 2021): `figure NAME` runs the experiment and writes NAME.png and NAME.json.
 
-The experiment size (data set, widths, depth, learning rates, steps, seeds) is --size; without it the
+The experiment size (data set, widths, depth, step sizes, time budget, seeds) is --size; without it the
 environment variable IGR_TUTORIAL_SIZE decides, else the JAX backend: 'gpu' (MNIST-1D at 12,000 signals,
 generated) on a GPU, 'small' (MNIST-1D, generated locally; minutes on a laptop CPU) otherwise. 'paper' (full
-MNIST, downloaded; about half an hour per sweep on an H200) only when named. 'tiny' is for tests.
+MNIST, downloaded; hours on a large GPU, not yet timed at this protocol) only when named. 'tiny' is for tests.
 `sizes` lists them.
 
 `check-gpu` runs every chapter's code at the default size of this machine and writes a JSON report."""
@@ -63,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "figure",
         help="run an experiment and write its figure (PNG) and numbers (JSON)",
         description="Run the experiment behind figure NAME once and write DIR/NAME.png and DIR/NAME.json. "
-        "rig, sharpness, test-accuracy and robustness come from one learning-rate sweep (chapter 6); egr "
-        "and rk4 are chapter 7. 'all' runs each experiment once and writes every figure.",
+        "curves, equal-loss, rig, sharpness, test-accuracy and robustness come from one step-size sweep (chapter 6); "
+        "egr and rk4 from chapter 7's runs. 'all' runs each experiment once and writes every figure, with the "
+        "chapters' own settings.",
     )
     fig.add_argument("name", choices=[*FIGURES, "all"], metavar="NAME",
                      help="one of: " + ", ".join([*FIGURES, "all"]))

@@ -1,16 +1,20 @@
 """The deep-network experiments of chapters 6 and 7, at a size chosen by one switch.
 
-``size`` selects everything that scales: data set, widths, depth, learning-rate grid, steps and seeds.
+``size`` selects everything that scales: data set, widths, depth, the grid of step sizes, the gradient-flow
+time budget, the common training loss at which runs are compared, and seeds.
 
-* ``"small"`` (default on a CPU): MNIST-1D generated locally, narrow MLPs, a short learning-rate grid; each
-  figure runs in well under a minute on a 2-core laptop CPU.
+* ``"small"`` (default on a CPU): MNIST-1D generated locally (1,000 training signals), MLPs of widths 64 and 128
+  that fit it; chapter 6's sweep takes one to two minutes on a 2-core laptop CPU.
 * ``"gpu"`` (default when JAX sees a GPU or TPU): MNIST-1D generated locally at 12,000 signals (no download, so
-  it runs on machines without network), deeper and wider MLPs (depth 4, widths 128 and 256), 3 seeds; sized for
-  a chapter in a few minutes on a free Colab T4.
-* ``"paper"`` (opt-in): full MNIST (downloaded, checksummed), widths 400 and 800 at depth 4, a learning-rate
-  grid spanning two decades as in Barrett & Dherin (2021, Sec. 5), 10,000 steps: about half an hour for
-  chapter 6's sweep alone on an H200.
-* ``"tiny"``: the paper's code path on tiny shapes, for tests.
+  it runs on machines without network), deeper and wider MLPs (depth 4, widths 128 and 256); not yet checked
+  on a GPU at this protocol.
+* ``"paper"`` (opt-in): full MNIST (downloaded, checksummed), widths 400 and 800 at depth 4 as in Barrett &
+  Dherin (2021, Sec. 5); the equal-time protocol takes up to 16,384 steps per run.
+* ``"tiny"``: the code path on tiny shapes, for tests.
+
+Chapter 6 (:func:`learning_rate_sweep`) compares step sizes at equal gradient-flow time and at equal training
+loss, with the sharpness tracked along every run; chapter 7 (:func:`egr_sweep`, :func:`rk4_versus_gd`) compares GD,
+explicit gradient regularization and RK4 at equal time, as distances between the trained networks.
 
 The choice is made by :func:`select_size`: an explicit name, else the environment variable
 ``IGR_TUTORIAL_SIZE``, else by the JAX backend. Every function returns plain Python data (JSON-ready) so
@@ -66,6 +70,7 @@ class ExperimentSize:
     egr_lr: float  # h₀: the small step of EGR (chapter 7)
     egr_partners: tuple[float, ...]  # GD steps h whose EGR partner (μ = (h − h₀)/4) and RK4 twin are trained
     egr_horizon: float  # the gradient-flow time of every chapter-7 run (equal time)
+    egr_seeds: int  # initializations of chapter 7's network runs
     sharpness_iters: int = 4  # power iterations per record that track λ_max along every run
     noise_draws: int = 10
     activation: str = "tanh"
@@ -94,7 +99,8 @@ SIZES: dict[str, ExperimentSize] = {
         egr_width=64,
         egr_lr=0.0625,
         egr_partners=(0.125, 0.25),
-        egr_horizon=128.0,
+        egr_horizon=160.0,
+        egr_seeds=5,
     ),
     "gpu": ExperimentSize(
         name="gpu",
@@ -113,6 +119,7 @@ SIZES: dict[str, ExperimentSize] = {
         egr_lr=0.03125,
         egr_partners=(0.0625, 0.125),
         egr_horizon=128.0,
+        egr_seeds=3,
     ),
     "paper": ExperimentSize(
         name="paper",
@@ -131,6 +138,7 @@ SIZES: dict[str, ExperimentSize] = {
         egr_lr=0.015625,
         egr_partners=(0.03125, 0.0625),
         egr_horizon=64.0,
+        egr_seeds=3,
     ),
     "tiny": ExperimentSize(
         name="tiny",
@@ -149,6 +157,7 @@ SIZES: dict[str, ExperimentSize] = {
         egr_lr=0.125,
         egr_partners=(0.25,),
         egr_horizon=4.0,
+        egr_seeds=2,
         sharpness_iters=2,
         noise_draws=2,
         trace_samples=4,
@@ -403,25 +412,25 @@ def _test_logits(finals: Any, data: Dataset, activation: str) -> np.ndarray:
 
 
 def _equal_time_runs(method: str, lrs: Sequence[float], mus: Sequence[float] | float, inits: Any, data: Dataset,
-                     size: ExperimentSize, horizon: float) -> tuple[Any, Any]:
+                     size: ExperimentSize, horizon: float, seeds: int) -> tuple[Any, Any]:
     """``method`` at every step of ``lrs`` (and strength of ``mus``) from every seed's initialization, for the flow
     time ``horizon``, recording every ``horizon/8`` with the sharpness tracked: one compiled sweep. Runs are
     seed-major: run ``j`` is seed ``j // len(lrs)``."""
     k = len(lrs)
     steps, every = equal_time_schedule(lrs, horizon, horizon / 8)
     mus = list(mus) if np.ndim(mus) else [float(mus)] * k
-    return train_sweep(_per_run(inits, k), data, list(lrs) * size.seeds, steps * size.seeds,
-                       record_every=every * size.seeds, mus=mus * size.seeds, method=method,
-                       activation=size.activation, sharpness_iters=size.sharpness_iters)
+    return train_sweep(_per_run(inits, k), data, list(lrs) * seeds, steps * seeds, record_every=every * seeds,
+                       mus=mus * seeds, method=method, activation=size.activation,
+                       sharpness_iters=size.sharpness_iters)
 
 
-def _run_records(method, lrs, mus, finals, hist, m, size, data) -> list[dict]:
+def _run_records(method, lrs, mus, finals, hist, m, seeds) -> list[dict]:
     """The JSON-ready record of every run of an equal-time sweep (its end values, curves, tracked peak sharpness)."""
     k = len(lrs)
     mus = list(mus) if np.ndim(mus) else [float(mus)] * k
     rms = _weight_rms(finals)
     runs = []
-    for j in range(size.seeds * k):
+    for j in range(seeds * k):
         s, lr, mu = j // k, lrs[j % k], mus[j % k]
         diverged = not np.all(np.isfinite(hist.train_loss[j]))
         lam = np.asarray(hist.sharpness[j], dtype=float)
@@ -468,20 +477,20 @@ def egr_sweep(
     """
     size = select_size(size)
     data = load_data(size)
-    width = width or size.egr_width
-    inits = _seed_inits(data, width, size.depth, size.seeds, seed)
-    m = num_parameters(inits) // size.seeds
+    width, seeds = width or size.egr_width, size.egr_seeds
+    inits = _seed_inits(data, width, size.depth, seeds, seed)
+    m = num_parameters(inits) // seeds
     h0, partners, mus = size.egr_lr, list(size.egr_partners), list(size.egr_mus)
     plan = {"gd": ([h0] + partners, 0.0), "egr": ([h0] * len(partners), mus), "rk4": (partners, 0.0)}
     runs, flat, logits = [], {}, {}
     for method, (lrs, mu) in plan.items():
         t0 = time.perf_counter()
-        finals, hist = _equal_time_runs(method, lrs, mu, inits, data, size, size.egr_horizon)
-        runs += _run_records(method, lrs, mu, finals, hist, m, size, data)
-        flat[method] = _flat_runs(finals).reshape(size.seeds, len(lrs), -1)
-        logits[method] = _test_logits(finals, data, size.activation).reshape(size.seeds, len(lrs), -1)
+        finals, hist = _equal_time_runs(method, lrs, mu, inits, data, size, size.egr_horizon, seeds)
+        runs += _run_records(method, lrs, mu, finals, hist, m, seeds)
+        flat[method] = _flat_runs(finals).reshape(seeds, len(lrs), -1)
+        logits[method] = _test_logits(finals, data, size.activation).reshape(seeds, len(lrs), -1)
         if progress:
-            progress(f"{method.upper()}: {size.seeds} seeds × {len(lrs)} runs to t = {size.egr_horizon:g} "
+            progress(f"{method.upper()}: {seeds} seeds × {len(lrs)} runs to t = {size.egr_horizon:g} "
                      f"in {time.perf_counter() - t0:.1f} s")
     theta0 = _flat_runs(inits)
 
@@ -523,17 +532,17 @@ def rk4_versus_gd(
     """
     size = select_size(size)
     data = load_data(size)
-    width = width or size.egr_width
+    width, seeds = width or size.egr_width, size.egr_seeds
     lrs = [float(h) for h in (lrs or size.egr_partners)]
-    inits = _seed_inits(data, width, size.depth, size.seeds, seed)
-    m = num_parameters(inits) // size.seeds
+    inits = _seed_inits(data, width, size.depth, seeds, seed)
+    m = num_parameters(inits) // seeds
     runs = []
     for method in ("gd", "rk4"):
         t0 = time.perf_counter()
-        finals, hist = _equal_time_runs(method, lrs, 0.0, inits, data, size, size.egr_horizon)
-        runs += _run_records(method, lrs, 0.0, finals, hist, m, size, data)
+        finals, hist = _equal_time_runs(method, lrs, 0.0, inits, data, size, size.egr_horizon, seeds)
+        runs += _run_records(method, lrs, 0.0, finals, hist, m, seeds)
         if progress:
-            progress(f"{method.upper()}: {size.seeds} seeds × {len(lrs)} steps h to t = {size.egr_horizon:g} "
+            progress(f"{method.upper()}: {seeds} seeds × {len(lrs)} steps h to t = {size.egr_horizon:g} "
                      f"in {time.perf_counter() - t0:.1f} s")
     return {"size": dataclasses.asdict(size), "data": data.name, "width": width, "m": m,
             "horizon": size.egr_horizon, "lrs": lrs, "runs": runs}

@@ -300,55 +300,59 @@ def trend(x: Any, y_by_seed: Any, *, confidence: float = CONFIDENCE) -> Trend:
 
 
 class Claims:
-    """The ledger of a chapter's claims: each is asserted by the book's rule and counted.
+    """The ledger of a chapter's claims: each is checked by the book's rule, asserted, and counted.
 
     ``claims = Claims("Chapter 6")``, then per claim one of
 
-    * :meth:`effect`: asserts that an :class:`Effect`'s interval excludes zero with the claimed ``sign``;
-    * :meth:`null`: the verdict of :func:`equivalence` for a margin stated before the run; it asserts only what
-      the ``expect``-ed verdict says (default: nothing, and the text reports the verdict, "inconclusive" included);
-    * :meth:`trend`: asserts a :class:`Trend`'s sign;
-    * :meth:`check`: any other asserted statement (a bound, a count), for the tally.
+    * :meth:`effect`: an :class:`Effect`'s interval must exclude zero with the claimed ``sign``;
+    * :meth:`null`: the verdict of :func:`equivalence` for a margin stated before the run; only an ``expect``-ed
+      verdict is asserted (without one, the text reports the verdict, "inconclusive" included);
+    * :meth:`trend`: a :class:`Trend` must have the claimed sign (interval and every seed);
+    * :meth:`check`: any other statement (a bound, a count), for the tally.
 
+    A claim that fails raises ``AssertionError`` naming it. With ``enforce=False`` (a size at which the claims
+    were not checked) nothing is raised: the outcome is recorded, and :meth:`summary` reports the failures.
     :meth:`summary` says how many claims the chapter tested and how they came out.
     """
 
-    def __init__(self, chapter: str):
+    def __init__(self, chapter: str, *, enforce: bool = True):
         self.chapter = chapter
+        self.enforce = bool(enforce)
         self.records: list[tuple[str, str, str]] = []  # (kind, name, outcome)
 
-    def _add(self, kind: str, name: str, outcome: str) -> None:
-        self.records.append((kind, name, outcome))
+    def _add(self, kind: str, name: str, ok: bool, message: str, outcome: str = "holds") -> None:
+        if not ok and self.enforce:
+            raise AssertionError(message)
+        self.records.append((kind, name, outcome if ok else "fails"))
 
-    def effect(self, name: str, eff: Effect, sign: int) -> Effect:
+    def effect(self, name: str, eff: Effect, sign: int) -> bool:
         if sign not in (1, -1):
             raise ValueError(f"sign must be +1 or -1, got {sign!r}.")
-        assert eff.sign == sign, (f"{self.chapter}: claim '{name}' fails: {eff.text()} does not exclude zero on the "
-                                  f"{'positive' if sign > 0 else 'negative'} side")
-        self._add("effect", name, "holds")
-        return eff
+        ok = eff.sign == sign
+        self._add("effect", name, ok, f"{self.chapter}: claim '{name}' fails: {eff.text()} does not exclude zero on "
+                  f"the {'positive' if sign > 0 else 'negative'} side")
+        return ok
 
     def null(self, name: str, eff: Effect, margin: float, *, expect: str | None = None) -> str:
         verdict = equivalence(eff, margin)
-        if expect is not None:
-            assert verdict == expect, (f"{self.chapter}: null claim '{name}' (margin ±{margin:g}) is {verdict}, "
-                                       f"not {expect}: {eff.text()}")
-        self._add("null", name, verdict)
+        ok = expect is None or verdict == expect
+        self._add("null", name, ok, f"{self.chapter}: null claim '{name}' (margin ±{margin:g}) is {verdict}, not "
+                  f"{expect}: {eff.text()}", outcome=verdict)
         return verdict
 
-    def trend(self, name: str, tr: Trend, sign: int) -> Trend:
-        assert tr.sign == sign, f"{self.chapter}: trend '{name}' fails the rule: {tr.text()}"
-        self._add("trend", name, "holds")
-        return tr
+    def trend(self, name: str, tr: Trend, sign: int) -> bool:
+        ok = tr.sign == sign
+        self._add("trend", name, ok, f"{self.chapter}: trend '{name}' fails the rule: {tr.text()}")
+        return ok
 
-    def check(self, name: str, ok: bool, detail: str = "") -> None:
-        assert ok, f"{self.chapter}: claim '{name}' fails" + (f": {detail}" if detail else "")
-        self._add("check", name, "holds")
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self._add("check", name, bool(ok), f"{self.chapter}: claim '{name}' fails" + (f": {detail}" if detail else ""))
+        return bool(ok)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for kind, _, outcome in self.records:
-            key = kind if kind != "null" else f"null ({outcome})"
+            key = "failed" if outcome == "fails" else kind if kind != "null" else f"null ({outcome})"
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -365,6 +369,8 @@ class Claims:
             k = c.get(f"null ({verdict})", 0)
             if k:
                 parts.append(f"{k} null claim{'s' if k > 1 else ''} {verdict}")
+        if c.get("failed"):
+            parts.append(f"{c['failed']} FAILED (not asserted at this size)")
         total = len(self.records)
         return (f"{self.chapter} tests {total} claim{'s' if total != 1 else ''} by the book's rule (95 % Student-t "
                 f"intervals over seeds): " + ", ".join(parts) + ".")

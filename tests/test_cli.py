@@ -26,8 +26,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from igr_tutorial import cli, figures  # noqa: E402
 
-NAMES = ["rig", "sharpness", "test-accuracy", "robustness", "egr", "rk4"]
+NAMES = ["curves", "equal-loss", "rig", "sharpness", "test-accuracy", "robustness", "egr", "rk4"]
 PLOTS = {
+    "curves": figures.plot_training_curves,
+    "equal-loss": figures.plot_equal_loss,
     "rig": figures.plot_rig_vs_lambda,
     "sharpness": figures.plot_sharpness_vs_lambda,
     "test-accuracy": figures.plot_test_accuracy_vs_lambda,
@@ -76,10 +78,11 @@ def test_figure_all_writes_every_png_and_json(cli_run, records):
 def test_figure_all_runs_each_experiment_once_and_reports_progress(cli_run):
     proc, out = cli_run
     err = proc.stderr
-    for experiment in ("learning_rate_sweep", "egr_sweep", "rk4_versus_gd"):
+    for experiment in ("learning_rate_sweep", "egr_sweep"):
         assert err.count(f"running {experiment}") == 1, err
-    assert "[1/1] width 8: 2 seeds × 2 learning rates" in err  # the experiments' progress
-    assert "EGR: 2 seeds × 1 values of mu" in err and "RK4: 2 seeds × 2 steps h" in err  # μ = 0 is the GD run
+    assert "rk4_versus_gd" not in err  # the rk4 figure is drawn from chapter 7's runs, as in the chapter
+    assert "[1/1] width 8: 2 seeds × 2 step sizes" in err  # the experiments' progress
+    assert "GD: 2 seeds × 2 runs to t = 4" in err and "EGR: 2 seeds × 1 runs" in err and "RK4: 2 seeds × 1 runs" in err
     for name in NAMES:
         assert f"writing {out / name}.png" in err and f"writing {out / name}.json" in err
     assert "size 'tiny' (--size) on cpu" in err
@@ -97,20 +100,25 @@ def test_json_holds_the_numbers_the_size_and_the_device(records):
         assert rec["wall_time_s"] > 0
         assert rec["data"].startswith("MNIST-1D, generated locally")  # every report names its data
     rig = records["rig"]["results"]["runs"]
-    assert len(rig) == 2 * 2  # 2 learning rates × 2 seeds, width 8
+    assert len(rig) == 2 * 2  # 2 step sizes × 2 seeds, width 8
     for run in rig:
         assert run["lambda"] == pytest.approx(run["lr"] * run["m"] / 4)
-        assert run["r_ig"] > 0 and run["r_ig"] == pytest.approx(run["r_ig_curve"][-1])
+        assert run["r_ig"] > 0 and set(run) == set(cli._SWEEP_COMMON) | {"r_ig"}  # only what the figure shows
     assert all(run["sharpness"] > 0 for run in records["sharpness"]["results"]["runs"])
     assert all(0 <= run["test_accuracy"] <= 1 for run in records["test-accuracy"]["results"]["runs"])
     assert all(len(run["perturbed_accuracy"]) == 2 for run in records["robustness"]["results"]["runs"])
+    curves = records["curves"]["results"]
+    assert curves["record_time"] == 2.0 and all(len(r["sharpness_curve"]) == 5 for r in curves["runs"])  # t = 0..8
     egr = records["egr"]["results"]
-    assert [(r["method"], r["seed"], r["mu"]) for r in egr["runs"]] == [
-        (method, s, mu) for method in ("egr", "gd") for s in (0, 1) for mu in (0.0, 0.05)]
-    assert all(r["effective_strength"] == pytest.approx(r["mu"] + 0.05 / 4) for r in egr["runs"])
-    rk4 = records["rk4"]["results"]
-    assert {r["method"] for r in rk4["runs"]} == {"gd", "rk4"} and rk4["lrs"] == [0.05, 0.2]
-    assert all(np.isfinite(r["train_loss_curve"]).all() and r["sharpness"] > 0 for r in rk4["runs"])
+    assert sorted({(r["method"], r["lr"], r["mu"]) for r in egr["runs"]}) == [
+        ("egr", 0.125, 0.03125), ("gd", 0.125, 0.0), ("gd", 0.25, 0.0), ("rk4", 0.25, 0.0)]
+    assert egr["partners"] == [0.25] and egr["mus"] == [0.03125] and egr["horizon"] == 4.0
+    for space in ("params", "logits"):
+        d = egr["distances"][space]
+        assert set(d) == {"gd_egr", "egr_gd0", "gd_gd0", "gd_rk4", "rk4_rk4", "travel"}
+        assert len(d["travel"]) == 2 and all(len(d[k]) == 1 and len(d[k][0]) == 2 for k in d if k != "travel")
+    assert records["rk4"]["results"] == egr
+    assert all(np.isfinite(r["train_loss_curve"]).all() and r["peak_h_sharpness"] > 0 for r in egr["runs"])
 
 
 def test_unknown_figure_or_size_is_a_clear_error(capsys):
@@ -197,64 +205,102 @@ def test_lambda_figures_use_a_log_x_axis_and_the_sharpness_bound(records):
 
 
 def _diverge(run: dict) -> None:
-    run["diverged"] = True
-    for key in ("r_ig", "sharpness", "train_accuracy", "test_accuracy"):
+    run["diverged"], run["reached_target"], run["stop_time"] = True, False, None
+    for key in ("r_ig", "sharpness", "trace", "train_accuracy", "test_accuracy"):
         if key in run:
             run[key] = None
     if "perturbed_accuracy" in run:
         run["perturbed_accuracy"] = [None] * len(run["perturbed_accuracy"])
 
 
-@pytest.mark.parametrize("name", ["rig", "sharpness", "test-accuracy", "robustness"])
+@pytest.mark.parametrize("name", ["equal-loss", "rig", "sharpness", "test-accuracy", "robustness"])
 def test_diverged_runs_are_left_out_and_named(records, name):
     results = copy.deepcopy(records[name]["results"])
     for run in results["runs"]:
-        if run["lr"] == 0.2:  # every seed of the larger learning rate diverged
+        if run["lr"] == 0.5:  # every seed of the larger step size diverged
             _diverge(run)
     fig = PLOTS[name](results)
-    assert any("left out (diverged)" in t and "h = 0.2" in t for t in _legend_texts(fig))
+    assert any("left out (diverged)" in t and "h = 0.5" in t for t in _legend_texts(fig))
     lam_diverged = [r["lambda"] for r in results["runs"] if r["diverged"]][0]
     lines = [line for ax in fig.axes for line in ax.lines if not line.get_label().startswith("2/h")]
-    if name == "robustness":  # one line per learning rate: only h = 0.05 (λ = 0.05·418/4) is left
+    if name == "robustness":  # one line per step size: only h = 0.25 is left
         assert [line.get_label() for line in lines if len(line.get_xdata())] == [
-            "h = 0.05 (λ = 5.23) (mean of 2 seeds ± 1 s.e.)"]
-    else:  # no point at the diverged run's λ
+            "h = 0.25 (mean of 2 seeds, 95 % interval)"]
+    else:  # no point at the diverged run's λ (or h)
+        bad = 0.5 if name == "equal-loss" else lam_diverged
         for line in lines:
             x = np.asarray(line.get_xdata(), float)
-            assert np.isfinite(x).all() and not np.any(np.isclose(x, lam_diverged)), line.get_label()
+            assert np.isfinite(x).all() and not np.any(np.isclose(x, bad)), line.get_label()
 
 
-def test_egr_and_rk4_figures_note_divergence(records):
-    egr = copy.deepcopy(records["egr"]["results"])
-    for run in egr["runs"]:
-        if run["method"] == "gd" and run["mu"] == 0.05:  # every seed of that GD partner never got there
-            run.update(reached_target=False, steps=None, time=None)
-    fig = figures.plot_egr(egr)
-    assert any("never reached the target" in t and "GD μ = 0.05" in t for t in _legend_texts(fig))
-    assert any("h₀ + 4μ" in t for t in _legend_texts(fig)) and "μ + h₀/4" in fig.axes[0].get_xlabel()
-    gd_lines = [line for line in fig.axes[0].lines if line.get_label().startswith("GD")]
-    assert [len(line.get_xdata()) for line in gd_lines] == [1]  # μ = 0 only
-    rk4 = copy.deepcopy(records["rk4"]["results"])
-    for run in rk4["runs"]:
-        if run["method"] == "gd" and run["lr"] == 0.2:
-            run.update(diverged=True, train_loss=None, test_accuracy=None, r_ig=None, sharpness=None)
-    fig = figures.plot_rk4_vs_gd(rk4)
-    assert any("diverged" in t and "GD h = 0.2" in t for t in _legend_texts(fig))
+def test_the_curves_stop_at_the_first_seed_to_reach_the_target(records):
+    results = copy.deepcopy(records["curves"]["results"])
+    for run in results["runs"]:
+        if run["lr"] == 0.25:
+            run["stop_time"] = 4.0 if run["seed"] == 0 else 6.0  # the first seed to stop: at record 2 of 5
+    fig = figures.plot_training_curves(results)
+    (line,) = [ln for ln in fig.axes[0].lines if ln.get_label() == "h = 0.25"]
+    np.testing.assert_allclose(line.get_xdata(), [0.0, 2.0, 4.0])
+    (lam,) = [ln for ln in fig.axes[1].lines if ln.get_label() == "h = 0.25"]
+    curves = [r["sharpness_curve"][:3] for r in results["runs"] if r["lr"] == 0.25]
+    np.testing.assert_allclose(lam.get_ydata(), 0.25 * np.mean(curves, axis=0), rtol=1e-6)  # h·λ_max
     labels = set(_legend_texts(fig))
-    assert any(t.startswith("GD (IGR present)") for t in labels) and any(t.startswith("RK4 (IGR removed)") for t in labels)
-    assert any("hλ = 2" in t for t in labels) and any("2.785" in t for t in labels)
+    assert {"h·λ_max = 1", "h·λ_max = 2 (GD's stability limit)"} <= labels and any(t.startswith("E* = ") for t in labels)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_every_figure_shows_the_seed_mean_with_a_standard_error_band(records, name):
-    """Each line is the mean over seeds, each band ±1 standard error (igr_tutorial.stats.mean_se)."""
+def test_egr_and_rk4_figures_say_what_was_run(records):
+    egr = copy.deepcopy(records["egr"]["results"])
+    fig = figures.plot_egr(egr)
+    labels = set(_legend_texts(fig))
+    assert "GD at h = 0.25 vs EGR at h₀ = 0.125, μ = 0.0312 (one point per seed)" in labels
+    assert any(t.startswith("ratio 1: no better than GD at h₀") for t in labels)
+    assert "GD's stability limit h·λ_max = 2" in labels
+    d = egr["distances"]["params"]
+    ratio = np.array(d["gd_egr"][0]) / np.array(d["egr_gd0"][0])
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), ratio)
+    peak = [r["peak_h_sharpness"] for r in egr["runs"] if r["method"] == "gd" and r["lr"] == 0.25]
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), peak)
+    fig = figures.plot_rk4_vs_gd(records["rk4"]["results"])
+    labels = set(_legend_texts(fig))
+    assert {"GD at h = 0.25 (mean of 2 seeds)", "RK4 at h = 0.25 (mean of 2 seeds)", "GD's stability limit 2",
+            "RK4's stability limit 2.785"} <= labels
+    assert "paired by seed" in fig.axes[1].get_ylabel()
+
+
+@pytest.mark.parametrize("name", ["equal-loss", "rig", "sharpness", "test-accuracy", "robustness"])
+def test_every_sweep_figure_shows_the_seed_mean_with_its_95_percent_interval(records, name):
+    """Each line is the mean over seeds, each band its 95 % Student-t interval (igr_tutorial.stats)."""
+    from igr_tutorial.stats import t_quantile
+
     fig = PLOTS[name](records[name]["results"])
     bands = [c for ax in fig.axes for c in ax.collections if c.get_paths()]
-    assert bands, f"{name}: no error band"
-    assert any("mean of 2 seeds ± 1 s.e." in t for t in _legend_texts(fig))
+    assert bands, f"{name}: no band"
+    assert any("mean of 2 seeds, 95 % interval" in t for t in _legend_texts(fig))
     if name == "test-accuracy":  # check one band against the numbers
-        runs = [r for r in records[name]["results"]["runs"] if r["lr"] == 0.05]
+        runs = [r for r in records[name]["results"]["runs"] if r["lr"] == 0.25]
         acc = np.array([r["test_accuracy"] for r in runs])
-        mean, se = acc.mean(), acc.std(ddof=1) / np.sqrt(len(acc))
+        mean, half = acc.mean(), t_quantile(1) * acc.std(ddof=1) / np.sqrt(len(acc))
         ys = np.concatenate([p.vertices[:, 1] for p in fig.axes[0].collections[0].get_paths()])
-        assert np.isclose(ys.min(), mean - se) and np.isclose(ys.max(), max(mean + se, ys.max()))
+        assert np.isclose(ys.min(), min(mean - half, ys.min())) and np.isclose(ys.max(), max(mean + half, ys.max()))
+        assert ys.min() <= mean - half + 1e-12 and ys.max() >= mean + half - 1e-12
+
+
+def test_the_command_line_uses_the_chapters_own_settings():
+    """Chapters 6 and 7 run their experiments exactly as `figure all` does (the size, nothing overridden), and
+    every experiment figure they show is one the command line writes from the same experiment."""
+    import re
+
+    from _repo import BOOK, cell_source, load_notebook
+
+    drawn = {}
+    for name, calls in (("06_deep_networks", {"learning_rate_sweep"}), ("07_explicit_regularization", {"egr_sweep"})):
+        code = "\n".join(cell_source(c) for c in load_notebook(BOOK / f"{name}.ipynb")["cells"] if c["cell_type"] == "code")
+        experiments = re.findall(r"\b(learning_rate_sweep|egr_sweep|rk4_versus_gd)\((.*?)\)", code)
+        assert {e for e, _ in experiments} == calls, name
+        assert all(args == "size, progress=None" for _, args in experiments), experiments
+        for fn in re.findall(r"\b(plot_\w+)\(", code):
+            drawn[fn] = next(iter(calls))
+    assert drawn, "the chapters draw their figures with igr_tutorial.figures"
+    cli_figures = {plot: experiment for experiment, plot, _ in cli.FIGURES.values()}
+    for fn, experiment in drawn.items():
+        assert cli_figures.get(fn) == experiment, f"{fn} is not written by `figure all` from {experiment}"

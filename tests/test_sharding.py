@@ -45,8 +45,8 @@ SCRIPT = textwrap.dedent('''
         out[method] = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(final)] + [hist.train_loss.tolist()]
     final, hist = tr.train_sweep(inits, data, [0.1, 0.3, 0.6], 60, record_every=5, target_loss=0.6)
     out["target"] = hist.train_loss.tolist()
-    size = dataclasses.replace(ex.SIZES["tiny"], widths=(8,), lrs=(0.05, 0.3), steps=20, seeds=3, record_every=10,
-                               num_train=48, num_test=24, trace_samples=2)
+    size = dataclasses.replace(ex.SIZES["tiny"], widths=(8,), lrs=(0.25, 0.5), horizon=4.0, record_time=2.0,
+                               seeds=3, num_train=48, num_test=24, trace_samples=2)
     data32 = Dataset("blobs", *(a.astype(np.float32) if a.dtype == np.float64 else a for a in
                                  (data.x_train, data.y_train, data.x_test, data.y_test)))
     ex.load_data = lambda s: data32  # the experiments initialize in float32

@@ -198,3 +198,12 @@ def test_claims_ledger_asserts_and_counts():
         "Chapter X tests 5 claims by the book's rule (95 % Student-t intervals over seeds): 1 effects (interval "
         "excludes zero), 1 trends (interval and every seed), 1 other checks (bounds, counts), 1 null claim "
         "equivalent, 1 null claim inconclusive.")
+
+
+def test_claims_not_enforced_record_failures_instead_of_raising():
+    claims = Claims("Chapter Y", enforce=False)
+    assert not claims.effect("loss", effect([0.1, 0.12, 0.11, 0.09]), -1)
+    assert claims.effect("gain", effect([0.1, 0.12, 0.11, 0.09]), +1)
+    assert claims.null("noisy", effect([0.05, -0.04, 0.03, -0.05]), 0.01, expect="equivalent") == "inconclusive"
+    assert claims.counts() == {"failed": 2, "effect": 1}
+    assert claims.summary().endswith("1 effects (interval excludes zero), 2 FAILED (not asserted at this size).")

@@ -22,6 +22,7 @@ from igr_tutorial.nets import accuracy, classification_loss, cross_entropy, init
 from igr_tutorial.train import (
     History,
     implicit_strength_for,
+    perturbed_accuracies,
     perturbed_accuracy,
     stacked_init,
     train,
@@ -425,14 +426,16 @@ def test_sweep_noise_robustness_matches_numpy_forward_passes_with_the_same_noise
     data = blobs(n_train=60, n_test=60, spread=0.3, seed=1)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(2)])
     finals = stacked_init(init_mlp, keys, SIZES, dtype=jnp.float64)
-    size = dataclasses.replace(ex.SIZES["tiny"], sigmas=(0.0, 0.3, 1.0), noise_draws=3)
+    size = dataclasses.replace(ex.SIZES["tiny"], noise_ratios=(0.0, 0.3, 1.0), noise_draws=3)
     got = ex._noisy_accuracies(finals, data, size, seeds=[4, 9])
     assert got.shape == (2, 3)
     for j, seed in enumerate([4, 9]):
         params = jax.tree.map(lambda x: np.asarray(x[j]), finals)
         flat, unravel = ravel_pytree(params)
+        rms = np.sqrt(np.mean(np.asarray(flat) ** 2))  # the noise is relative to this network's weight scale
+        sigmas = [r * rms for r in size.noise_ratios]
         eps = np.asarray(jax.random.normal(jax.random.PRNGKey(7 + seed), (3, flat.size), jnp.float64))
-        for i, sigma in enumerate(size.sigmas):
+        for i, sigma in enumerate(sigmas):
             accs = []
             for e in eps:
                 h = np.asarray(data.x_test)
@@ -443,10 +446,12 @@ def test_sweep_noise_robustness_matches_numpy_forward_passes_with_the_same_noise
                 accs.append(np.mean(np.argmax(logits, axis=1) == np.asarray(data.y_test)))
             assert got[j, i] == pytest.approx(np.mean(accs), abs=1e-6)  # float32 mean; one example is 1/60
         # the public single-run function is the same program on one run
-        one = perturbed_accuracy(jax.tree.map(lambda x: x[j], finals), data, size.sigmas, jax.random.PRNGKey(7 + seed),
+        one = perturbed_accuracy(jax.tree.map(lambda x: x[j], finals), data, sigmas, jax.random.PRNGKey(7 + seed),
                                  num_draws=3)
-        np.testing.assert_array_equal(one, got[j])
+        np.testing.assert_allclose(one, got[j], atol=1e-12)
     assert got[0, 1] != got[0, 2]  # the noise does something
+    with pytest.raises(ValueError, match="one row per run"):
+        perturbed_accuracies(finals, data, np.zeros((3, 2)), jnp.stack([jax.random.PRNGKey(0)] * 2))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,15 +463,19 @@ def test_gpu_size_is_between_small_and_paper_and_needs_no_download():
     small, gpu, paper = ex.SIZES["small"], ex.SIZES["gpu"], ex.SIZES["paper"]
     assert gpu.dataset == "mnist1d"  # generated: runs offline
     assert gpu.seeds >= 3 and paper.seeds >= 3 and small.seeds >= 5
-    assert small.depth < gpu.depth and max(small.widths) < min(gpu.widths) and max(gpu.widths) < min(paper.widths)
-    assert small.num_train < gpu.num_train >= 10_000 and gpu.steps < paper.steps
+    assert small.depth < gpu.depth and max(small.widths) <= min(gpu.widths) and max(gpu.widths) < min(paper.widths)
+    assert small.num_train < gpu.num_train >= 10_000 and small.seeds >= 8 and small.egr_seeds >= 5
+    for size in (small, gpu, paper, ex.SIZES["tiny"]):  # every sweep's step counts and records are whole numbers
+        ex.equal_time_schedule(size.lrs, size.horizon, size.record_time)
+        ex.equal_time_schedule((size.egr_lr, *size.egr_partners), size.egr_horizon, size.egr_horizon / 8)
+        assert size.egr_mus == tuple((h - size.egr_lr) / 4 for h in size.egr_partners) and min(size.egr_mus) > 0
 
 
 def test_select_size(monkeypatch):
     monkeypatch.delenv("IGR_TUTORIAL_SIZE", raising=False)
     assert ex.select_size("tiny") is ex.SIZES["tiny"]
     assert ex.select_size("paper") is ex.SIZES["paper"]
-    custom = dataclasses.replace(ex.SIZES["tiny"], steps=10)
+    custom = dataclasses.replace(ex.SIZES["tiny"], horizon=10.0)
     assert ex.select_size(custom) is custom
     assert jax.default_backend() == "cpu"
     assert ex.select_size().name == "small"  # default on a CPU
@@ -495,9 +504,9 @@ def test_load_data_subsets_mnist1d():
 @pytest.fixture(scope="module")
 def paper_on_tiny_shapes():
     """SIZES["paper"] (MNIST-shaped inputs, depth 4, its μ and σ grids) with tiny widths, steps and data."""
-    size = dataclasses.replace(ex.SIZES["paper"], widths=(8,), depth=4, lrs=(0.01, 0.1), steps=20, seeds=2,
-                               record_every=10, num_train=64, num_test=32, egr_steps=20, egr_record_every=5,
-                               egr_target_loss=2.25, rk4_lrs=(0.01, 0.1), rk4_steps=20, trace_samples=4)
+    size = dataclasses.replace(ex.SIZES["paper"], widths=(8,), depth=4, lrs=(0.25, 0.5), horizon=8.0, record_time=2.0,
+                               target_loss=2.28, seeds=2, num_train=64, num_test=32, egr_width=8, egr_lr=0.125,
+                               egr_partners=(0.25, 0.5), egr_horizon=4.0, egr_seeds=2, trace_samples=4)
     rng = np.random.default_rng(0)
     fake = Dataset("mnist", rng.random((64, 784), dtype=np.float32), (np.arange(64) % 10).astype(np.int32),
                    rng.random((32, 784), dtype=np.float32), (np.arange(32) % 10).astype(np.int32))
@@ -530,23 +539,32 @@ def test_paper_learning_rate_sweep_on_tiny_shapes(paper_on_tiny_shapes):
     assert asked == ["mnist"] * 3
     res = out["sweep"]
     assert res["size"]["name"] == "paper" and res["size"]["depth"] == 4
+    assert res["record_time"] == 2.0 and res["target_loss"] == size.target_loss
     m = (784 + 1) * 8 + 3 * (8 + 1) * 8 + (8 + 1) * 10
     assert len(res["runs"]) == len(size.lrs) * len(size.widths) * size.seeds
     assert [(r["seed"], r["lr"]) for r in res["runs"]] == [(s, lr) for s in range(size.seeds) for lr in size.lrs]
     for run in res["runs"]:
-        assert {"width", "seed", "lr", "m", "lambda", "diverged", "step", "train_loss_curve", "test_accuracy_curve",
-                "r_ig_curve", "r_ig", "train_loss", "sharpness", "sharpness_converged", "trace", "weight_rms",
+        assert {"width", "seed", "lr", "m", "lambda", "diverged", "reached_target", "stop_time", "train_loss_curve",
+                "train_accuracy_curve", "test_accuracy_curve", "r_ig_curve", "sharpness_curve", "peak_sharpness",
+                "peak_h_sharpness", "r_ig", "train_loss", "sharpness", "sharpness_converged", "trace", "weight_rms",
                 "train_accuracy", "test_accuracy", "perturbed_accuracy"} <= set(run)
         assert run["m"] == m and run["lambda"] == pytest.approx(run["lr"] * m / 4) and run["diverged"] is False
-        assert run["step"] == [0, 10, 20]
+        assert len(run["train_loss_curve"]) == 5  # records at t = 0, 2, 4, 6, 8 for every step size
         assert _all_finite([run["r_ig"], run["sharpness"], run["trace"], run["weight_rms"], run["train_accuracy"],
-                            run["test_accuracy"]])
-        assert run["r_ig"] == pytest.approx(run["r_ig_curve"][-1]) and run["r_ig"] > 0
-        assert run["train_loss"] == pytest.approx(run["train_loss_curve"][-1])
-        assert len(run["perturbed_accuracy"]) == len(size.sigmas) and _all_finite(run["perturbed_accuracy"])
-        assert run["perturbed_accuracy"][0] == pytest.approx(run["test_accuracy"])  # σ = 0
+                            run["test_accuracy"], run["peak_sharpness"]])
+        k = len(run["train_loss_curve"]) - 1 if run["stop_time"] is None else int(run["stop_time"] / 2.0)
+        assert run["r_ig"] == pytest.approx(run["r_ig_curve"][k]) and run["r_ig"] > 0  # measured at the stop
+        assert run["train_loss"] == pytest.approx(run["train_loss_curve"][k])
+        assert run["reached_target"] == (run["train_loss"] <= size.target_loss)
+        if run["reached_target"]:  # the first record at or below E*, and the records repeat it afterwards
+            assert all(v > size.target_loss for v in run["train_loss_curve"][:k])
+            assert run["train_loss_curve"][k:] == [run["train_loss"]] * (5 - k)
+        assert run["peak_sharpness"] == pytest.approx(max(run["sharpness_curve"][: k + 1]))
+        assert run["peak_h_sharpness"] == pytest.approx(run["lr"] * run["peak_sharpness"])
+        assert len(run["perturbed_accuracy"]) == len(size.noise_ratios) and _all_finite(run["perturbed_accuracy"])
         assert 0 <= run["test_accuracy"] <= 1
-    # Seeds differ (their own initializations); the learning rates of one seed share theirs.
+    assert any(r["reached_target"] for r in res["runs"]) and not all(r["reached_target"] for r in res["runs"])
+    # Seeds differ (their own initializations); the step sizes of one seed share theirs.
     first = [r for r in res["runs"] if r["lr"] == size.lrs[0]]
     assert first[0]["train_loss_curve"][0] != first[1]["train_loss_curve"][0]
     same_seed = [r for r in res["runs"] if r["seed"] == 0]
@@ -555,38 +573,68 @@ def test_paper_learning_rate_sweep_on_tiny_shapes(paper_on_tiny_shapes):
     assert table["values"].shape == (size.seeds, len(size.lrs))
     assert table["mean"] == pytest.approx(table["values"].mean(axis=0))
     assert table["se"] == pytest.approx(table["values"].std(axis=0, ddof=1) / np.sqrt(size.seeds))
-    assert ex.seed_table(res, "perturbed_accuracy")["values"].shape == (size.seeds, len(size.lrs), len(size.sigmas))
-    assert any("width 8: 2 seeds × 2 learning rates" in msg for msg in messages)
+    assert ex.seed_table(res, "perturbed_accuracy")["values"].shape == (size.seeds, len(size.lrs), len(size.noise_ratios))
+    assert ex.seed_table(res, "sharpness_curve")["values"].shape == (size.seeds, len(size.lrs), 5)
+    assert any("width 8: 2 seeds × 2 step sizes" in msg for msg in messages)
 
 
 def test_paper_egr_and_rk4_on_tiny_shapes(paper_on_tiny_shapes):
     size, out, _, messages = paper_on_tiny_shapes
     egr = out["egr"]
-    assert egr["width"] == 8 and egr["target_loss"] == size.egr_target_loss
-    assert len(egr["runs"]) == 2 * size.seeds * len(size.mus)
+    assert egr["width"] == 8 and egr["lr"] == size.egr_lr and egr["partners"] == [0.25, 0.5]
+    assert egr["mus"] == pytest.approx([(0.25 - 0.125) / 4, (0.5 - 0.125) / 4])
+    plan = sorted({(r["method"], r["lr"], r["mu"]) for r in egr["runs"]})
+    assert plan == sorted([("gd", 0.125, 0.0), ("gd", 0.25, 0.0), ("gd", 0.5, 0.0), ("egr", 0.125, egr["mus"][0]),
+                           ("egr", 0.125, egr["mus"][1]), ("rk4", 0.25, 0.0), ("rk4", 0.5, 0.0)])
+    assert len(egr["runs"]) == 7 * size.egr_seeds
     for run in egr["runs"]:
-        if run["method"] == "egr":
-            assert run["lr"] == size.egr_lr and run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
-        else:  # the GD partner at h = h0 + 4μ has the same first-order strength
-            assert run["lr"] == pytest.approx(size.egr_lr + 4 * run["mu"])
-            assert run["effective_strength"] == pytest.approx(run["mu"] + size.egr_lr / 4)
-        assert run["diverged"] is False
-        assert _all_finite([run["test_accuracy"], run["train_accuracy"], run["r_ig"], run["sharpness"], run["trace"]])
-        if run["reached_target"]:  # stopped at the first record at or below the common training loss
-            assert run["train_loss"] <= size.egr_target_loss and run["steps"] % size.egr_record_every == 0
-            assert run["time"] == pytest.approx(run["steps"] * run["lr"])
-        else:
-            assert run["train_loss"] > size.egr_target_loss and run["steps"] is None
+        assert run["diverged"] is False and len(run["sharpness_curve"]) == 9  # t = 0, 0.5, ..., 4
+        assert _all_finite([run["test_accuracy"], run["train_accuracy"], run["r_ig"], run["peak_h_sharpness"]])
+        assert run["peak_h_sharpness"] == pytest.approx(run["lr"] * max(run["sharpness_curve"]))
+    for space in ("params", "logits"):
+        d = egr["distances"][space]
+        assert np.all(np.array(d["travel"]) > 0) and np.all(np.array(d["egr_gd0"]) > 0)
+        np.testing.assert_array_equal(d["rk4_rk4"][0], [0.0, 0.0])  # the smallest partner against itself
     rk4 = out["rk4"]
-    assert rk4["lrs"] == list(size.rk4_lrs) and {r["method"] for r in rk4["runs"]} == {"gd", "rk4"}
-    assert len(rk4["runs"]) == 2 * size.seeds * len(size.rk4_lrs)
+    assert rk4["lrs"] == list(size.egr_partners) and {r["method"] for r in rk4["runs"]} == {"gd", "rk4"}
+    assert len(rk4["runs"]) == 2 * size.egr_seeds * len(size.egr_partners)
+    # rk4_versus_gd trains the same runs as egr_sweep's GD partners and RK4 twins: the same numbers
     for run in rk4["runs"]:
-        assert run["step"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
-        assert _all_finite([run["train_loss"], run["test_accuracy"], run["r_ig"], run["sharpness"]])
+        twin = next(r for r in egr["runs"] if (r["method"], r["lr"], r["seed"]) == (run["method"], run["lr"], run["seed"]))
+        assert run["train_loss_curve"] == twin["train_loss_curve"] and run["test_accuracy"] == twin["test_accuracy"]
     gd0 = [r for r in rk4["runs"] if r["method"] == "gd" and r["seed"] == 0]
     rk0 = [r for r in rk4["runs"] if r["method"] == "rk4" and r["seed"] == 0]
     assert gd0[0]["train_loss_curve"][0] == rk0[0]["train_loss_curve"][0]  # same start
     assert any(msg.startswith("EGR:") for msg in messages) and any(msg.startswith("RK4") for msg in messages)
+
+
+def test_egr_sweep_distances_are_the_distances_between_the_trained_networks(monkeypatch):
+    """egr_sweep's distances against a direct computation: the same runs trained one by one with `train`."""
+    data = blobs(n_train=48, n_test=24, spread=0.5, seed=2)
+    data = Dataset("blobs", *(a.astype(np.float32) if a.dtype == np.float64 else a
+                              for a in (data.x_train, data.y_train, data.x_test, data.y_test)))
+    monkeypatch.setattr(ex, "load_data", lambda s: data)
+    size = dataclasses.replace(ex.SIZES["tiny"], egr_width=5, depth=1, egr_lr=0.125, egr_partners=(0.25,),
+                               egr_horizon=2.0, egr_seeds=2, sharpness_iters=1)
+    res = ex.egr_sweep(size, progress=None)
+    layers = [data.x_train.shape[1], 5, data.num_classes]
+    for s in range(2):
+        p0 = init_mlp(jax.random.PRNGKey(s), layers)
+        gd0, _ = train(p0, data, 0.125, 16, record_every=2)
+        gd, _ = train(p0, data, 0.25, 8, record_every=1)
+        eg, _ = train(p0, data, 0.125, 16, record_every=2, method="egr", mu=0.03125)
+        rk, _ = train(p0, data, 0.25, 8, record_every=1, method="rk4")
+        flat = {k: np.asarray(ravel_pytree(v)[0], float) for k, v in (("gd0", gd0), ("gd", gd), ("egr", eg), ("rk4", rk),
+                                                                     ("init", p0))}
+        d = res["distances"]["params"]
+        assert d["gd_egr"][0][s] == pytest.approx(np.linalg.norm(flat["gd"] - flat["egr"]), rel=1e-5)
+        assert d["egr_gd0"][0][s] == pytest.approx(np.linalg.norm(flat["egr"] - flat["gd0"]), rel=1e-5)
+        assert d["gd_gd0"][0][s] == pytest.approx(np.linalg.norm(flat["gd"] - flat["gd0"]), rel=1e-5)
+        assert d["gd_rk4"][0][s] == pytest.approx(np.linalg.norm(flat["gd"] - flat["rk4"]), rel=1e-5)
+        assert d["travel"][s] == pytest.approx(np.linalg.norm(flat["gd0"] - flat["init"]), rel=1e-5)
+        logits = {k: np.asarray(mlp_apply(v, data.x_test)) for k, v in (("gd", gd), ("egr", eg))}
+        assert res["distances"]["logits"]["gd_egr"][0][s] == pytest.approx(
+            np.sqrt(np.mean((logits["gd"] - logits["egr"]) ** 2)), rel=1e-5)
 
 
 def test_egr_at_zero_strength_is_gd_exactly():
@@ -641,3 +689,58 @@ def test_sharpness_of_the_training_loss_takes_the_data_as_an_argument():
         dense = jax.hessian(lambda v: classification_loss(unravel(v), d.x_train, d.y_train))(x)
         assert got == pytest.approx(np.linalg.eigvalsh(np.asarray(dense))[-1], rel=1e-8)
     assert _lanczos_top._cache_size() - before == 1, "a second data set of the same shape recompiled Lanczos"
+
+
+def test_tracked_sharpness_follows_the_dense_hessian_along_the_run():
+    """sharpness_iters > 0 records λ_max of the full training loss at every record, by power iteration warm-started
+    from the previous record: checked against the top eigenvalue of the dense Hessian at the same iterates."""
+    d = blobs(seed=6)
+    params = init_mlp(jax.random.PRNGKey(4), SIZES, dtype=jnp.float64)
+    final, hist = train(params, d, 0.4, 40, record_every=10, sharpness_iters=30)
+    assert hist.sharpness.shape == hist.train_loss.shape == (5,)
+    _, plain = train(params, d, 0.4, 40, record_every=10)
+    assert plain.sharpness is None
+    np.testing.assert_array_equal(plain.train_loss, hist.train_loss)  # tracking does not change the run
+    x, unravel = ravel_pytree(params)
+    loss = lambda v: classification_loss(unravel(v), d.x_train, d.y_train)
+    for k in range(5):
+        p_k, _ = train(params, d, 0.4, 10 * k, record_every=10) if k else (params, None)
+        top = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(ravel_pytree(p_k)[0])))[-1]
+        assert hist.sharpness[k] == pytest.approx(top, rel=1e-3), k
+    with pytest.raises(ValueError, match="sharpness_iters must be a non-negative integer"):
+        train(params, d, 0.4, 40, sharpness_iters=-1)
+
+
+def test_an_equal_time_sweep_is_one_program_with_per_run_step_counts():
+    """steps and record_every per run (T/h and Δt/h): every run is the run `train` makes alone, the records fall at
+    the same flow times, and the whole sweep compiles one program."""
+    from igr_tutorial.train import _train, steps_to_target
+
+    d = blobs(seed=7)
+    params = init_mlp(jax.random.PRNGKey(5), SIZES, dtype=jnp.float64)
+    lrs, steps, every = [0.1, 0.2, 0.4], [56, 28, 14], [8, 4, 2]  # 7 records: a shape no other test compiles
+    before = _train._cache_size()
+    finals, hist = train_sweep(params, d, lrs, steps, record_every=every, mode="loop")
+    assert _train._cache_size() - before == 1
+    assert hist.step.tolist() == [list(range(0, 57, 8)), list(range(0, 29, 4)), list(range(0, 15, 2))]
+    for i, (h, n, r) in enumerate(zip(lrs, steps, every)):
+        alone, h_alone = train(params, d, h, n, record_every=r)
+        assert_trees_close(jax.tree.map(lambda x: x[i], finals), alone, rtol=1e-12)
+        np.testing.assert_allclose(hist.train_loss[i], h_alone.train_loss, rtol=1e-12)
+    f_vmap, h_vmap = train_sweep(params, d, lrs, steps, record_every=every, mode="vmap")
+    np.testing.assert_allclose(h_vmap.train_loss, hist.train_loss, rtol=1e-10)
+    target = float(hist.train_loss[0, 3])
+    _, stopped = train_sweep(params, d, lrs, steps, record_every=every, target_loss=target)
+    assert steps_to_target(stopped, target)[0] == 24  # per-run steps of the stop, from the 2-D step array
+    with pytest.raises(ValueError, match="same number of records"):
+        train_sweep(params, d, lrs, steps, record_every=[8, 4, 7])
+    with pytest.raises(ValueError, match="one integer or one per run"):
+        train_sweep(params, d, lrs, [56, 28], record_every=[8, 4])
+    with pytest.raises(ValueError, match="positive divisor of steps=28"):
+        train_sweep(params, d, lrs, steps, record_every=[8, 3, 2])
+
+
+def test_equal_time_schedule_needs_whole_numbers():
+    assert ex.equal_time_schedule([0.125, 0.5, 2.0], 64.0, 8.0) == ([512, 128, 32], [64, 16, 4])
+    with pytest.raises(ValueError, match="whole numbers"):
+        ex.equal_time_schedule([0.3], 64.0, 8.0)
