@@ -27,7 +27,7 @@ def run(s: Any, profile: bool = False) -> dict[str, Any]:
     sizes = layer_sizes(data, s.egr_width, size.depth)
     params = init_mlp(jax.random.PRNGKey(0), sizes)
     m = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    steps, lr, mu = s.egr_steps, size.egr_lr, size.mus[2]
+    steps, lr, mu = s.egr_steps, size.egr_lr, size.egr_mus[-1]
 
     def run_method(method):
         return lambda: block(train(params, data, lr, steps, method=method, mu=mu, record_every=steps)[0])

@@ -69,7 +69,7 @@ def training_floor() -> dict[str, Any]:
     default size, and the least time it takes at the flop rate ``train`` sustains on this machine.
 
     Flops of one step (cost model) × steps × runs; the rate is GD on the widest network, timed. The EGR figure is
-    an upper bound: every run for the whole step budget (runs stop at the target loss).
+    an upper bound: every run for the whole time budget (chapter 6's runs stop at the target loss).
     """
     import jax
     import jax.numpy as jnp
@@ -86,10 +86,14 @@ def training_floor() -> dict[str, Any]:
     def step_flops(step: Callable, width: int) -> float:
         return cost(step, init_mlp(key, layer_sizes(data, width, size.depth)), 0.01)["flops"]
 
+    from igr_tutorial.experiments import equal_time_schedule
+
+    sweep_steps = sum(equal_time_schedule(size.lrs, size.horizon, size.record_time)[0])   # every h to the horizon
+    egr_steps = equal_time_schedule([size.egr_lr], size.egr_horizon, size.egr_horizon / 8)[0][0]
     work = {
-        "06 learning_rate_sweep (GD)": sum(step_flops(gd_step(loss), w) for w in size.widths)
-        * size.steps * len(size.lrs) * size.seeds,
-        "07 egr_sweep (EGR)": step_flops(egr_step(loss, 0.01), size.widths[0]) * size.egr_steps * len(size.mus) * size.seeds,
+        "06 learning_rate_sweep (GD)": sum(step_flops(gd_step(loss), w) for w in size.widths) * sweep_steps * size.seeds,
+        "07 egr_sweep (EGR)": step_flops(egr_step(loss, 0.01), size.egr_width) * egr_steps * len(size.egr_partners)
+        * size.egr_seeds,
     }
     width, steps = max(size.widths), 200
     params = init_mlp(key, layer_sizes(data, width, size.depth))

@@ -441,7 +441,7 @@ def plot_rk4_vs_gd(results: dict) -> Figure:
         ax1.errorbar(x + 0.1 * (k - 1), mean, yerr=half, fmt="o", color=_color(k), capsize=3, label=label)
     ax1.axhline(0.0, color="k", lw=1)
     ax1.set_xticks(x, [f"h = {_g(h)}" for h in lrs])
-    ax1.set(xlabel="step h of both methods", ylabel="(GD − RK4)/RK4 at t, paired by seed (95 % interval)")
+    ax1.set(xlabel="step h of both methods", ylabel="(GD − RK4)/RK4 at t, paired by seed")
     ax1.legend(fontsize=7)
     fig.suptitle(f"GD at step h against RK4 at step h, both to t = {_g(horizon)} (width {results.get('width')})")
     return fig
