@@ -427,7 +427,8 @@ def plot_rk4_vs_gd(results: dict) -> Figure:
     ax0.axhline(2.0, color="k", lw=1, ls=":", label="GD's stability limit 2")
     ax0.axhline(2.785, color="k", lw=1, ls="-.", label="RK4's stability limit 2.785")
     ax0.set(xlabel="gradient-flow time t = steps·h", ylabel="h·λ_max (tracked)")
-    ax0.legend(fontsize=7)
+    ax0.set_ylim(0, 3.2)   # both stability limits in view
+    ax0.legend(fontsize=7, loc="lower right")
     keys = [("train_loss", "training loss"), ("r_ig", "R_IG"), ("peak_sharpness", "largest λ_max along the run")]
     x = np.arange(len(lrs))
     for k, (key, label) in enumerate(keys):

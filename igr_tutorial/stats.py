@@ -132,12 +132,12 @@ class Effect:
 
     @property
     def excludes_zero(self) -> bool:
-        """Whether the interval lies entirely on one side of zero: a claimed effect must."""
+        """True when the interval lies entirely on one side of zero, as a claimed effect's must."""
         return bool(self.low > 0 or self.high < 0)
 
     @property
     def sign(self) -> int:
-        """+1 or −1 when the interval excludes zero on that side, else 0 (no sign can be claimed)."""
+        """The sign that can be claimed, +1 or −1, when the interval excludes zero on that side; else 0."""
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
     def relative_to(self, reference: float) -> "Effect":
@@ -304,15 +304,15 @@ class Claims:
 
     ``claims = Claims("Chapter 6")``, then per claim one of
 
-    * :meth:`effect`: an :class:`Effect`'s interval must exclude zero with the claimed ``sign``;
-    * :meth:`null`: the verdict of :func:`equivalence` for a margin stated before the run; only an ``expect``-ed
+    * :meth:`Claims.effect`: an :class:`Effect`'s interval must exclude zero with the claimed ``sign``;
+    * :meth:`Claims.null`: the verdict of :func:`equivalence` for a margin stated before the run; only an ``expect``-ed
       verdict is asserted (without one, the text reports the verdict, "inconclusive" included);
-    * :meth:`trend`: a :class:`Trend` must have the claimed sign (interval and every seed);
-    * :meth:`check`: any other statement (a bound, a count), for the tally.
+    * :meth:`Claims.trend`: a :class:`Trend` must have the claimed sign (interval and every seed);
+    * :meth:`Claims.check`: any other statement (a bound, a count), for the tally.
 
     A claim that fails raises ``AssertionError`` naming it. With ``enforce=False`` (a size at which the claims
-    were not checked) nothing is raised: the outcome is recorded, and :meth:`summary` reports the failures.
-    :meth:`summary` says how many claims the chapter tested and how they came out.
+    were not checked) nothing is raised: the outcome is recorded, and :meth:`Claims.summary` reports the failures.
+    :meth:`Claims.summary` says how many claims the chapter tested and how they came out.
     """
 
     def __init__(self, chapter: str, *, enforce: bool = True):
@@ -326,6 +326,7 @@ class Claims:
         self.records.append((kind, name, outcome if ok else "fails"))
 
     def effect(self, name: str, eff: Effect, sign: int) -> bool:
+        """Claim ``name``: the effect ``eff`` has the sign ``sign`` (+1 or −1), its interval excluding zero."""
         if sign not in (1, -1):
             raise ValueError(f"sign must be +1 or -1, got {sign!r}.")
         ok = eff.sign == sign
@@ -334,6 +335,8 @@ class Claims:
         return ok
 
     def null(self, name: str, eff: Effect, margin: float, *, expect: str | None = None) -> str:
+        """Claim ``name`` about "no effect": returns the verdict of :func:`equivalence` at ``margin`` (fixed before
+        the run), and asserts it only when ``expect`` names the verdict the text states."""
         verdict = equivalence(eff, margin)
         ok = expect is None or verdict == expect
         self._add("null", name, ok, f"{self.chapter}: null claim '{name}' (margin ±{margin:g}) is {verdict}, not "
@@ -341,15 +344,18 @@ class Claims:
         return verdict
 
     def trend(self, name: str, tr: Trend, sign: int) -> bool:
+        """Claim ``name``: the trend ``tr`` has the sign ``sign`` (its interval excludes zero, every seed agrees)."""
         ok = tr.sign == sign
         self._add("trend", name, ok, f"{self.chapter}: trend '{name}' fails the rule: {tr.text()}")
         return ok
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        """Claim ``name``: any other asserted statement (a bound, a count), ``detail`` saying what was measured."""
         self._add("check", name, bool(ok), f"{self.chapter}: claim '{name}' fails" + (f": {detail}" if detail else ""))
         return bool(ok)
 
     def counts(self) -> dict[str, int]:
+        """How many claims of each kind were made, nulls by verdict, and how many failed (not enforced)."""
         out: dict[str, int] = {}
         for kind, _, outcome in self.records:
             key = "failed" if outcome == "fails" else kind if kind != "null" else f"null ({outcome})"
