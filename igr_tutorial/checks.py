@@ -260,3 +260,82 @@ def check_implicit_strength(student_strength: Callable, seed: int = 0) -> CheckR
         return None
 
     return _run(name, run, 6)
+
+
+def check_convergence_order(student_order: Callable, seed: int = 0) -> CheckResult:
+    """Check ``student_order(hs, errors)``, which must return the order ``p`` of ``errors ≈ C·hᵖ``: the slope of the
+    least-squares line through ``(log h, log error)`` (chapters 1 and 2: the measured order of a method)."""
+    name = "check_convergence_order"
+
+    def run():
+        rng = np.random.default_rng(seed)
+        for _ in range(6):
+            p, c = float(rng.choice([1.0, 2.0, 3.0, 4.0])), float(rng.uniform(0.1, 10.0))
+            hs = np.sort(rng.uniform(0.005, 0.2, size=int(rng.integers(4, 8))))[::-1]
+            errors = c * hs**p * np.exp(rng.normal(scale=0.02, size=hs.size))  # a little noise
+            want = float(np.polyfit(np.log(hs), np.log(errors), 1)[0])
+            got = _as_float(student_order(hs.copy(), errors.copy()))
+            if got is None:
+                return CheckResult(name, False, "the order is a single number: the slope of log(error) against log(h).")
+            if np.isclose(got, want, rtol=1e-6, atol=1e-9):
+                continue
+            if np.isclose(got, -want, rtol=1e-6, atol=1e-9):
+                return CheckResult(name, False, "the sign is flipped: the error falls as h falls, so the order is "
+                                   "positive; did you fit against 1/h or the number of steps?")
+            if np.isclose(got, float(np.polyfit(hs, errors, 1)[0]), rtol=1e-6):
+                return CheckResult(name, False, "you fitted the error against h on linear axes; the order is the "
+                                   "slope on log-log axes.")
+            ends = np.log(errors[-1] / errors[0]) / np.log(hs[-1] / hs[0])
+            if np.isclose(got, ends, rtol=1e-6):
+                return CheckResult(name, False, "you used only the first and the last point; fit a line through all "
+                                   "of them (least squares), so that one noisy point weighs less.")
+            if np.isclose(got, float(np.polyfit(np.log(errors), np.log(hs), 1)[0]), rtol=1e-6):
+                return CheckResult(name, False, "you fitted log h against log error: the order is the slope of "
+                                   "log(error) against log(h).")
+            return CheckResult(name, False, f"for errors ≈ C·h^{p:g} your order is {got:.3g}; fit a line through "
+                               "(log h, log error) and return its slope.")
+        return None
+
+    return _run(name, run, 6)
+
+
+def _landing_by_flow(a0: float, b0: float, x: float, y: float) -> np.ndarray:
+    """Where the gradient flow of E = ½(y − x·ab)² from (a0, b0) ends, by integrating it (chapter 4's model)."""
+    from scipy.integrate import solve_ivp
+
+    def field(_, t):
+        r = y - x * t[0] * t[1]
+        return [x * r * t[1], x * r * t[0]]
+
+    sol = solve_ivp(field, (0.0, 200.0), [a0, b0], rtol=1e-10, atol=1e-12, method="DOP853")
+    return sol.y[:, -1]
+
+
+def check_flow_landing(student_landing: Callable, seed: int = 0) -> CheckResult:
+    """Check ``student_landing(a0, b0, x, y)``, which must return the point ``(a, b)`` where the gradient flow of
+    ``E = ½(y − x·ab)²`` from ``(a0, b0)`` lands: on the curve ``x·ab = y``, with ``a² − b²`` conserved along the flow
+    (chapter 4's conservation law). The reference integrates the flow numerically."""
+    name = "check_flow_landing"
+
+    def run():
+        rng = np.random.default_rng(seed)
+        for _ in range(5):
+            a0, b0 = float(rng.uniform(0.5, 3.5)), float(rng.uniform(0.2, 3.5))
+            x, y = float(rng.choice([0.5, 1.0, 2.0])), float(rng.choice([1.0, 2.0]))
+            got = np.asarray(student_landing(a0, b0, x, y), dtype=float)
+            if got.shape != (2,) or not np.all(np.isfinite(got)):
+                return CheckResult(name, False, "return the landing point as two finite numbers (a, b).")
+            want = _landing_by_flow(a0, b0, x, y)
+            if np.allclose(got, want, rtol=1e-5, atol=1e-7):
+                continue
+            if not np.isclose(x * got[0] * got[1], y, rtol=1e-5):
+                return CheckResult(name, False, f"your point has x·ab = {x * got[0] * got[1]:.4g}, not y = {y:g}: the "
+                                   "flow ends at a minimum, on the curve x·ab = y.")
+            if not np.isclose(got[0] ** 2 - got[1] ** 2, a0**2 - b0**2, rtol=1e-5, atol=1e-7):
+                return CheckResult(name, False, "your point does not keep a² − b² of the start: that quantity is "
+                                   "conserved along the gradient flow of this loss.")
+            return CheckResult(name, False, "your point is a minimum with the start's a² − b², but not the one the "
+                               "flow reaches: pick the root with the sign of the start.")
+        return None
+
+    return _run(name, run, 5)

@@ -135,3 +135,38 @@ def test_results_print_clearly():
     assert str(ok).startswith("✅") and "passed" in str(ok)
     bad = C.check_implicit_strength(lambda h, m: h * m)
     assert str(bad).startswith("❌") and bool(bad) is False
+
+
+def test_convergence_order():
+    """The order of errors ≈ C·hᵖ: a hand-written least-squares slope passes, the typical mistakes get their hint."""
+    import numpy as np
+
+    def slope(hs, errors):  # least squares by the normal equations, no polyfit
+        x, y = np.log(hs), np.log(errors)
+        return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+
+    assert C.check_convergence_order(slope)
+    assert_hint(C.check_convergence_order(lambda hs, e: -slope(hs, e)), "sign is flipped")
+    assert_hint(C.check_convergence_order(lambda hs, e: np.polyfit(hs, e, 1)[0]), "log-log")
+    assert_hint(C.check_convergence_order(lambda hs, e: np.log(e[-1] / e[0]) / np.log(hs[-1] / hs[0])),
+                "first and the last point")
+    assert_hint(C.check_convergence_order(lambda hs, e: np.polyfit(np.log(e), np.log(hs), 1)[0]), "log h against")
+    assert_hint(C.check_convergence_order(lambda hs, e: [1.0, 2.0]), "single number")
+    assert_hint(C.check_convergence_order(lambda hs, e: 1.0), "fit a line")
+
+
+def test_flow_landing():
+    """The gradient flow of ½(y − x·ab)² lands on x·ab = y with a² − b² of the start (chapter 4): the closed form
+    passes; a point on the wrong curve, one that forgets the conservation law, and the wrong root get their hint."""
+    import numpy as np
+
+    def closed_form(a0, b0, x, y):
+        c, q = a0**2 - b0**2, y / x
+        a = np.sqrt((c + np.sqrt(c**2 + 4 * q**2)) / 2)
+        return np.array([a, q / a])
+
+    assert C.check_flow_landing(closed_form)
+    assert_hint(C.check_flow_landing(lambda a0, b0, x, y: np.array([1.0, 1.0])), "x·ab")
+    assert_hint(C.check_flow_landing(lambda a0, b0, x, y: np.array([np.sqrt(y / x), np.sqrt(y / x)])), "conserved")
+    assert_hint(C.check_flow_landing(lambda a0, b0, x, y: -closed_form(a0, b0, x, y)), "sign of the start")
+    assert_hint(C.check_flow_landing(lambda a0, b0, x, y: np.array([np.nan, 1.0])), "two finite numbers")

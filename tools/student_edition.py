@@ -38,6 +38,8 @@ CHECKED_FUNCTIONS = {
     "check_gd_step": "my_gd_step(loss, params, h)",
     "check_hvp": "my_hvp(loss, params, v)",
     "check_implicit_strength": "my_strength(h, m)",
+    "check_convergence_order": "my_order(hs, errors)",
+    "check_flow_landing": "my_landing(a0, b0, x, y)",
 }
 EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n:label:\s*(\S+)\n(.*?)^\1", re.S | re.M)
 
