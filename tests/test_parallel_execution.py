@@ -51,6 +51,39 @@ def test_exclusion_follows_myst_nbs_rule():
     assert not parallel.excluded("/repo/book/06_deep_networks.ipynb", [])
 
 
+def test_a_kernel_that_died_before_starting_is_started_again(monkeypatch, tmp_path):
+    """Two workers can give their kernels the same port; the second dies before any cell runs. The worker starts it
+    again instead of leaving the notebook to myst-nb's slower one-after-the-other execution; a notebook that fails in
+    a cell is not run again."""
+    import types
+
+    import jupyter_cache.executors.utils as utils
+
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    calls = []
+
+    def fake(nb, cwd, timeout, allow_errors, meta_override):
+        calls.append(cwd)
+        err = RuntimeError("Kernel died before replying to kernel_info") if len(calls) == 1 else None
+        return types.SimpleNamespace(nb=nb, time=1.5, err=err)
+
+    monkeypatch.setattr(utils, "single_nb_execution", fake)
+    done = parallel._execute(str(path), True, 30, False)
+    assert len(calls) == 2 and done["error"] is None and done["seconds"] == 1.5
+
+    calls.clear()
+    monkeypatch.setattr(utils, "single_nb_execution", lambda nb, **kw: (calls.append(1), types.SimpleNamespace(
+        nb=nb, time=0.1, err=RuntimeError("Kernel died before replying to kernel_info")))[1])
+    assert "kernel_info" in parallel._execute(str(path), True, 30, False)["error"]
+    assert len(calls) == parallel.KERNEL_START_ATTEMPTS
+
+    calls.clear()
+    monkeypatch.setattr(utils, "single_nb_execution", lambda nb, **kw: (calls.append(1), types.SimpleNamespace(
+        nb=nb, time=0.1, err=ValueError("a cell failed")))[1])
+    assert parallel._execute(str(path), True, 30, False)["error"] == "ValueError: a cell failed" and len(calls) == 1
+
+
 def _timed_notebook(path, seconds: float) -> None:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x = 1")

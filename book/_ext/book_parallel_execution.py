@@ -104,15 +104,31 @@ def _init_worker(counter, cache_root: str | None, cpus: list) -> None:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)  # the kernels this worker starts inherit it
 
 
+#: How often a notebook whose kernel died before it answered is started again. Two workers that start kernels at
+#: the same moment can draw the same free TCP port for them; the second kernel then dies at once ("Address already
+#: in use"), before running any cell, and a new start draws other ports.
+KERNEL_START_ATTEMPTS = 3
+
+
+def _kernel_never_started(err: BaseException | None) -> bool:
+    """Whether ``err`` is a kernel that died before replying to its first request (no cell ran)."""
+    return err is not None and "before replying to kernel_info" in str(err)
+
+
 def _execute(path: str, in_temp: bool, timeout: int | None, allow_errors: bool) -> dict:
-    """Execute one notebook (in a worker process); return it as JSON text, with the time and any error."""
+    """Execute one notebook (in a worker process); return it as JSON text, with the time and any error. A kernel
+    that died before it started is started again (:data:`KERNEL_START_ATTEMPTS`)."""
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
 
     notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory() if in_temp else contextlib.nullcontext(str(pathlib.Path(path).parent)) as cwd:
-        result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
-                                     allow_errors=allow_errors, meta_override=True)
+    for _ in range(KERNEL_START_ATTEMPTS):
+        with (tempfile.TemporaryDirectory() if in_temp
+              else contextlib.nullcontext(str(pathlib.Path(path).parent))) as cwd:
+            result = single_nb_execution(notebook, cwd=os.path.abspath(cwd), timeout=timeout,
+                                         allow_errors=allow_errors, meta_override=True)
+        if not _kernel_never_started(result.err):
+            break
     return {"path": path, "notebook": nbformat.writes(result.nb), "seconds": result.time,
             "error": None if result.err is None else f"{type(result.err).__name__}: {result.err}"}
 
