@@ -7,7 +7,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._core import PyTree
+from ._types import PyTree
+
+__all__ = [
+    "convergence_order",
+    "global_error",
+    "trajectory_error",
+]
 
 
 def trajectory_error(a: PyTree, b: PyTree) -> np.ndarray:

@@ -23,6 +23,17 @@ from .modified import modified_loss as _modified_loss
 from .modified import r_ig as _r_ig
 from .tree import num_parameters, tree_sq_norm
 
+__all__ = [
+    "CheckResult",
+    "check_convergence_order",
+    "check_flow_landing",
+    "check_gd_step",
+    "check_hvp",
+    "check_implicit_strength",
+    "check_modified_loss",
+    "check_r_ig",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:

@@ -21,6 +21,14 @@ from typing import Any, Callable, Sequence
 
 from .experiments import SIZES
 
+__all__ = [
+    "FIGURES",
+    "build_parser",
+    "main",
+    "print_sizes",
+    "run_figures",
+]
+
 # figure name -> (experiment, plot function name in igr_tutorial.figures, run keys kept in its JSON or None)
 _SWEEP_COMMON = ("width", "seed", "lr", "m", "lambda", "diverged", "reached_target", "stop_time")
 FIGURES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {

@@ -17,8 +17,21 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._core import Loss, PyTree, check_scalar_loss, combine_arrays, partition_arrays, random_normal
+from ._random import random_normal
+from ._scan import combine_arrays, partition_arrays
+from ._types import Loss, PyTree
+from ._validate import check_scalar_loss
+from .errors import NotConvergedError
 from .tree import tree_sq_norm, tree_vdot
+
+__all__ = [
+    "TopEigenResult",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
+    "hvp",
+    "power_iteration_step",
+    "third_derivative_contraction",
+]
 
 
 def hvp(loss: Loss, params: PyTree, v: PyTree) -> PyTree:
@@ -62,8 +75,6 @@ def power_iteration_step(hvp_fn: Callable[[PyTree], PyTree], u: PyTree) -> tuple
 # --------------------------------------------------------------------------------------------------
 
 
-class NotConvergedError(ValueError):
-    """An iterative eigenvalue estimate did not reach its tolerance within its iteration cap."""
 
 
 @dataclasses.dataclass(frozen=True)

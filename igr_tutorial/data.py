@@ -22,6 +22,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+__all__ = [
+    "ChecksumError",
+    "Dataset",
+    "cache_directory",
+    "fetch_verified",
+    "load_idx_dataset",
+    "load_mnist",
+    "load_mnist1d",
+    "read_idx",
+    "sha256_of",
+]
+
 
 class ChecksumError(ValueError):
     """A downloaded or cached file does not have the SHA-256 it must have."""

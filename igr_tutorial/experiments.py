@@ -41,6 +41,21 @@ from .stats import mean_se
 from .train import perturbed_accuracies, stacked_init, train_loss_fn, train_sweep
 from .tree import num_parameters, tree_sq_norm
 
+__all__ = [
+    "SIZES",
+    "ExperimentSize",
+    "data_source",
+    "device_info",
+    "egr_sweep",
+    "equal_time_schedule",
+    "layer_sizes",
+    "learning_rate_sweep",
+    "load_data",
+    "rk4_versus_gd",
+    "seed_table",
+    "select_size",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSize:

@@ -25,14 +25,14 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from ._core import (GRADIENT_FLOW_HINT, DivergenceError, FlowError, Loss, PyTree, check_learning_rate,
-                    check_scalar_loss, check_steps, descent_step, first_nonfinite_step, is_traced, leaf_dtype,
-                    raise_if_diverged, scan_steps, solve_ode)
+from ._ode import GRADIENT_FLOW_HINT, solve_ode
+from ._scan import descent_step, first_nonfinite_step, leaf_dtype, raise_if_diverged, scan_steps
+from ._types import Loss, PyTree
+from ._validate import check_learning_rate, check_scalar_loss, check_steps
+from .errors import DivergenceError, FlowError
 from .curvature import hvp, third_derivative_contraction
 
 __all__ = [
-    "DivergenceError",
-    "FlowError",
     "check_order",
     "first_nonfinite_step",
     "gradient_descent",
@@ -79,8 +79,8 @@ def gradient_descent(
     check_scalar_loss(loss, params)
     lr_arr = jnp.asarray(lr, dtype=leaf_dtype(params))
     traj = _gd_scan(loss, params, lr_arr, steps)
-    if not allow_divergence and not is_traced(lr):
-        raise_if_diverged(traj, "gradient descent", f"lr={float(lr):g}", of=steps,
+    if not allow_divergence:
+        raise_if_diverged(traj, "gradient descent", lambda: f"lr={float(lr):g}", of=steps,
                           hint=" (on a quadratic GD is stable only for lr < 2/λ_max, λ_max the largest Hessian "
                                "eigenvalue)")
     return traj

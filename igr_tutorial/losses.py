@@ -7,6 +7,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "double_well",
+    "quadratic",
+    "two_parameter_model",
+]
+
 
 def quadratic(A, b=None) -> Callable[[jax.Array], jax.Array]:
     """``E(θ) = ½·θᵀAθ − bᵀθ`` with ``A`` symmetric. Its gradient is ``Aθ − b`` and its Hessian ``A``.

@@ -18,9 +18,19 @@ import numbers
 
 import jax
 
-from ._core import Loss, PyTree, check_learning_rate, check_scalar_loss
+from ._types import Loss, PyTree
+from ._validate import check_learning_rate, check_scalar_loss
 from .curvature import hvp
 from .tree import num_parameters, tree_sq_norm
+
+__all__ = [
+    "gradient_norm_squared",
+    "implicit_regularization_strength",
+    "modified_loss",
+    "penalized_gradient",
+    "penalized_loss",
+    "r_ig",
+]
 
 
 def gradient_norm_squared(loss: Loss, params: PyTree) -> jax.Array:

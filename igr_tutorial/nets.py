@@ -11,7 +11,16 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._core import random_normal, random_split
+from ._random import random_normal, random_split
+
+__all__ = [
+    "ACTIVATIONS",
+    "accuracy",
+    "classification_loss",
+    "cross_entropy",
+    "init_mlp",
+    "mlp_apply",
+]
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -30,7 +39,7 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> Params:
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"sizes must list at least an input and an output size, all positive; got {sizes}.")
-    keys = random_split(key, len(sizes) - 1)  # jax.random.split and .normal, compiled sooner (see _core)
+    keys = random_split(key, len(sizes) - 1)  # jax.random.split and .normal, compiled sooner (see _random)
     return [
         {
             "W": random_normal(k, (m, n), dtype) / jnp.sqrt(jnp.asarray(m, dtype)),

@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._core import (GRADIENT_FLOW_HINT, Loss, PyTree, check_learning_rate, check_nonnegative, check_scalar_loss,
-                    check_steps, descent_step, is_traced, leaf_dtype, raise_if_diverged, real_scalar, rk4_step,
-                    run_mode, scan_steps, solve_ode, stack_runs)
+from ._ode import GRADIENT_FLOW_HINT, solve_ode
+from ._scan import descent_step, leaf_dtype, raise_if_diverged, rk4_step, run_mode, scan_steps, stack_runs
+from ._types import Loss, PyTree
+from ._validate import check_learning_rate, check_nonnegative, check_scalar_loss, check_steps, real_scalar
 from .curvature import hvp, power_iteration_step
 from .flows import check_order
 from .modified import penalized_gradient, penalized_loss
@@ -113,8 +114,8 @@ def heavy_ball(
     ):
         raise ValueError("initial_velocity must have the same pytree structure and shapes as params.")
     traj = _heavy_ball_scan(loss, params, initial_velocity, jnp.asarray(lr, dtype), jnp.asarray(beta, dtype), steps)
-    if not allow_divergence and not is_traced(lr) and not is_traced(beta):
-        raise_if_diverged(traj, "heavy-ball momentum", f"lr={float(lr):g}, beta={float(beta):g}", of=steps)
+    if not allow_divergence:
+        raise_if_diverged(traj, "heavy-ball momentum", lambda: f"lr={float(lr):g}, beta={float(beta):g}", of=steps)
     return traj
 
 
@@ -348,8 +349,8 @@ def sam_descent(
     check_scalar_loss(loss, params)
     dtype = leaf_dtype(params)
     traj = _sam_scan(loss, params, jnp.asarray(lr, dtype), jnp.asarray(rho, dtype), steps, bool(normalize))
-    if not allow_divergence and not is_traced(lr):
-        raise_if_diverged(traj, "SAM", f"lr={float(lr):g}, rho={float(rho):g}", of=steps)
+    if not allow_divergence:
+        raise_if_diverged(traj, "SAM", lambda: f"lr={float(lr):g}, rho={float(rho):g}", of=steps)
     return traj
 
 

@@ -8,6 +8,14 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
+__all__ = [
+    "figure_slider",
+    "figure_with_alt",
+    "frames_slider",
+    "loss_grid",
+    "use_book_style",
+]
+
 
 def use_book_style() -> None:
     """Opaque white figures (readable in dark mode), labelled grids, and a compact default size."""

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._core import (Loss, PyTree, check_learning_rate, check_scalar_loss, check_steps, descent_step, epoch_permutation,
-                    is_traced, leaf_dtype, raise_if_diverged, scan_steps, sgd_step, solve_ode)
+from ._ode import solve_ode
+from ._scan import descent_step, epoch_permutation, leaf_dtype, raise_if_diverged, scan_steps, sgd_step
+from ._types import Loss, PyTree
+from ._validate import check_learning_rate, check_scalar_loss, check_steps, is_traced
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
 
@@ -209,7 +211,7 @@ def sgd_epoch(
     _check_batch_loss(batch_loss, params, batches)
     traj = _sgd_epoch(batch_loss, params, batches, jnp.asarray(lr, leaf_dtype(params)))
     if not allow_divergence:
-        raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
+        raise_if_diverged(traj, "SGD", lambda: f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -276,8 +278,8 @@ def sgd(
     if not is_traced(lr):
         _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
     traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), epochs, key)
-    if not allow_divergence and not is_traced(key) and not is_traced(lr):
-        raise_if_diverged(traj, "SGD", f"lr={float(lr):g}", unit="record")
+    if not allow_divergence:
+        raise_if_diverged(traj, "SGD", lambda: f"lr={float(lr):g}", unit="record")
     return traj
 
 
@@ -335,10 +337,9 @@ def gd_with_sgd_regularizer(
     dt = leaf_dtype(params)
     final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
                         steps, key)
-    traced = any(is_traced(x) for x in (lr, reg_lr, key, *jax.tree.leaves(params)))
-    if not allow_divergence and not traced:
-        raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer", f"lr={float(lr):g}",
-                          unit="record")
+    if not allow_divergence:
+        raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer",
+                          lambda: f"lr={float(lr):g}", unit="record")
     return final
 
 

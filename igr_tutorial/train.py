@@ -28,13 +28,28 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._core import (DivergenceError, check_learning_rate, descent_step, epoch_permutation, random_normal,
-                    random_split, rk4_step, run_mode, scan_steps, sgd_step, stack_runs)
+from ._random import random_normal, random_split
+from ._scan import descent_step, epoch_permutation, rk4_step, run_mode, scan_steps, sgd_step, stack_runs
+from ._validate import check_learning_rate
+from .errors import DivergenceError
 from .curvature import hvp, power_iteration_step
 from .data import Dataset
 from .modified import penalized_gradient
 from .nets import accuracy, classification_loss, mlp_apply
 from .tree import num_parameters, tree_sq_norm
+
+__all__ = [
+    "METHODS",
+    "History",
+    "implicit_strength_for",
+    "perturbed_accuracies",
+    "perturbed_accuracy",
+    "stacked_init",
+    "steps_to_target",
+    "train",
+    "train_loss_fn",
+    "train_sweep",
+]
 
 METHODS = ("gd", "sgd", "egr", "rk4")
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._core import PyTree
+from ._types import PyTree
+
+__all__ = [
+    "num_parameters",
+    "tree_sq_norm",
+    "tree_vdot",
+]
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:

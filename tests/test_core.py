@@ -1,4 +1,5 @@
-"""The private engine room (igr_tutorial/_core.py) and the promise that the package writes each thing once.
+"""The package's shared machinery (the private modules ``_types``, ``_validate``, ``_scan``, ``_random``, ``_ode`` and the
+public ``errors``) and the promise that the package writes each thing once.
 
 The shared pieces are checked against closed forms on a quadratic (not against the package itself), and the
 package's sources are read to check that the types, the scan driver and the validation live in one place.
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import igr_tutorial as igr
-from igr_tutorial import _core, flows, modified, optimizers as opt, stochastic as st, train as tr
+from igr_tutorial import _scan, _types, errors, flows, modified, optimizers as opt, stochastic as st, train as tr
 from _repo import ROOT
 
 PACKAGE = ROOT / "igr_tutorial"
@@ -32,7 +33,7 @@ def quadratic(theta):
 
 
 def _modules():
-    return sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("_core.py", "benchmarks.py"))
+    return sorted(p for p in PACKAGE.glob("*.py") if p.name not in ("_types.py", "_scan.py"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,42 +50,45 @@ def _assigned_names(path) -> set[str]:
     return names
 
 
-def test_loss_and_pytree_are_defined_only_in_core():
-    assert {"Loss", "PyTree"} <= _assigned_names(PACKAGE / "_core.py")
+def test_loss_and_pytree_are_defined_only_in_types():
+    assert {"Loss", "PyTree"} <= _assigned_names(PACKAGE / "_types.py")
     defining = {p.name for p in _modules() if {"Loss", "PyTree"} & _assigned_names(p)}
-    assert defining == PENDING, f"define Loss/PyTree only in _core.py and import them: {sorted(defining - PENDING)}"
+    assert defining == PENDING, f"define Loss/PyTree only in _types.py and import them: {sorted(defining - PENDING)}"
 
 
 def test_the_public_modules_hand_out_the_core_objects():
     for module in (flows, modified, opt, st, igr.tree):
         for name in ("Loss", "PyTree"):
             if hasattr(module, name):
-                assert getattr(module, name) is getattr(_core, name), f"{module.__name__}.{name}"
-    for name in ("DivergenceError", "FlowError"):
-        error = getattr(_core, name)
-        assert getattr(igr, name) is error and getattr(flows, name) is error
-        assert error.__module__ == "igr_tutorial.flows"  # where the API page and the tracebacks name it
+                assert getattr(module, name) is getattr(_types, name), f"{module.__name__}.{name}"
+    for name in ("DivergenceError", "FlowError", "NotConvergedError"):
+        error = getattr(errors, name)
+        assert getattr(igr, name) is error  # the old import paths keep working
+        assert getattr(flows if name != "NotConvergedError" else igr.curvature, name) is error
+        assert error.__module__ == "igr_tutorial.errors"  # where the API page and the tracebacks name it
         assert issubclass(error, ValueError)
-    assert igr.first_nonfinite_step is flows.first_nonfinite_step is _core.first_nonfinite_step
+    assert igr.first_nonfinite_step is flows.first_nonfinite_step is _scan.first_nonfinite_step
 
 
-def test_no_module_but_core_prepends_the_start_to_a_scan_trajectory():
-    """"Prepend θ₀ to a lax.scan trajectory" is written once, in _core.scan_steps."""
+def test_no_module_but_scan_prepends_the_start_to_a_scan_trajectory():
+    """"Prepend θ₀ to a lax.scan trajectory" is written once, in _scan.scan_steps."""
     prepend = re.compile(r"concatenate\(\s*\[\s*[\w.()]*\[None\]\s*,")
-    assert prepend.search((PACKAGE / "_core.py").read_text())
+    assert prepend.search((PACKAGE / "_scan.py").read_text())
     offenders = [p.name for p in _modules() if prepend.search(p.read_text())]
-    assert offenders == [], f"use _core.scan_steps(..., record=...) instead of a concatenate in {offenders}"
+    assert offenders == [], f"use _scan.scan_steps(..., record=...) instead of a concatenate in {offenders}"
 
 
 def test_no_module_defines_its_own_divergence_check_or_ode_solve():
     defined = {p.name: {n.name for n in ast.parse(p.read_text()).body if isinstance(n, ast.FunctionDef)}
                for p in _modules()}
-    for helper in ("_raise_if_diverged", "_leaf_dtype", "_solve_ode", "_default_tolerances", "_sgd_step"):
-        assert not [m for m, names in defined.items() if helper in names], helper
+    home = {"_raise_if_diverged": set(), "_leaf_dtype": set(), "_solve_ode": set(), "_sgd_step": set(),
+            "_default_tolerances": {"_ode.py"}}
+    for helper, allowed in home.items():
+        assert {m for m, names in defined.items() if helper in names} == allowed, helper
 
 
 def test_nothing_imports_the_old_validation_module():
-    """Validation lives in _core; the old ``_checks`` (a name too close to the students' ``checks``) is gone."""
+    """Validation lives in _validate; the old ``_checks`` (a name too close to the students' ``checks``) is gone."""
     assert not (PACKAGE / "_checks.py").exists()
     statement = re.compile(r"^\s*(from\s+(\.|igr_tutorial\.)_checks\s+import|import\s+igr_tutorial\._checks)", re.M)
     importers = {p.relative_to(ROOT).as_posix() for d in ("igr_tutorial", "tests", "tools", "book/_ext")
@@ -98,13 +102,13 @@ def test_nothing_imports_the_old_validation_module():
 
 
 def test_scan_steps_records_the_start_then_every_step():
-    final, traj = _core.scan_steps(lambda c, x: c * 2.0 + x, jnp.array(1.0), jnp.arange(3.0), record=lambda c: c)
+    final, traj = _scan.scan_steps(lambda c, x: c * 2.0 + x, jnp.array(1.0), jnp.arange(3.0), record=lambda c: c)
     np.testing.assert_array_equal(traj, [1.0, 2.0, 5.0, 12.0])
     assert float(final) == 12.0
-    final, none = _core.scan_steps(lambda c, _: (c[0] + 1.0, c[1] * 3.0), (0.0, 1.0), length=4)
+    final, none = _scan.scan_steps(lambda c, _: (c[0] + 1.0, c[1] * 3.0), (0.0, 1.0), length=4)
     assert none is None and final == (4.0, 81.0)
     # a carry (θ, state) recorded through θ only, as heavy ball and optax do
-    _, traj = _core.scan_steps(lambda c, _: (c[0] + c[1], c[1]), (jnp.zeros(2), jnp.ones(2)), length=2,
+    _, traj = _scan.scan_steps(lambda c, _: (c[0] + c[1], c[1]), (jnp.zeros(2), jnp.ones(2)), length=2,
                                record=lambda c: c[0])
     np.testing.assert_array_equal(traj, [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
 
@@ -112,7 +116,7 @@ def test_scan_steps_records_the_start_then_every_step():
 def test_sgd_step_is_theta_minus_h_times_the_batch_gradient():
     x, y = jnp.array([[1.0, 2.0], [0.0, -1.0]]), jnp.array([0.5, 1.5])
     batch_loss = lambda p, b: 0.5 * jnp.mean((b[0] @ p - b[1]) ** 2)
-    got = _core.sgd_step(batch_loss, THETA, (x, y), jnp.asarray(0.1))
+    got = _scan.sgd_step(batch_loss, THETA, (x, y), jnp.asarray(0.1))
     expected = THETA - 0.1 * x.T @ (x @ THETA - y) / 2
     np.testing.assert_allclose(got, expected, rtol=1e-14)
 
@@ -121,7 +125,7 @@ def test_rk4_step_is_the_degree_four_taylor_polynomial_of_the_flow_on_a_quadrati
     h = 0.3
     hA = h * np.asarray(A)
     factor = np.eye(2) - hA + hA @ hA / 2 - hA @ hA @ hA / 6 + hA @ hA @ hA @ hA / 24
-    np.testing.assert_allclose(_core.rk4_step(jax.grad(quadratic), THETA, h), factor @ np.asarray(THETA), rtol=1e-14)
+    np.testing.assert_allclose(_scan.rk4_step(jax.grad(quadratic), THETA, h), factor @ np.asarray(THETA), rtol=1e-14)
 
 
 def test_the_penalty_builder_and_its_gradient_match_the_closed_form():
@@ -238,20 +242,20 @@ def test_the_compilation_count_sees_a_fresh_jit_per_call():
 
 
 def test_partition_arrays_splits_a_bound_loss_into_its_data_and_a_hashable_rest():
-    """_core.partition_arrays/combine_arrays (equinox's partition/combine on jax.tree): the arrays go to a jit as
+    """_scan.partition_arrays/combine_arrays (equinox's partition/combine on jax.tree): the arrays go to a jit as
     arguments, the rest (functions, ints, strings, pytree nodes) as a static, hashable argument."""
     from igr_tutorial.train import _BoundLoss
 
     x, y = jnp.ones((4, 3)), jnp.zeros(4, dtype=jnp.int32)
     tree = (_BoundLoss(x, y, "tanh"), np.float64(0.5), 3, True, jnp.sin, None, {"a": np.arange(2.0), "f": "name"})
-    arrays, rest = _core.partition_arrays(tree)
+    arrays, rest = _scan.partition_arrays(tree)
     assert [type(a) for a in jax.tree.leaves(arrays)] == [type(x), type(y), np.float64, np.ndarray]
     assert jax.tree.leaves(rest) == [3, True, jnp.sin, "name"]
     assert rest[0].x is None and rest[0].y is None and rest[0].activation == "tanh"
     hash(rest[:6])  # a static argument (a dict node, as in equinox, is not hashable: solve_ode hashes leaves)
     # the same loss on other data of the same layout gives an equal rest: one compiled program serves both
-    assert _core.partition_arrays(tree[:1])[1] == _core.partition_arrays((_BoundLoss(x + 1, y, "tanh"),))[1]
-    back = _core.combine_arrays(arrays, rest)
+    assert _scan.partition_arrays(tree[:1])[1] == _scan.partition_arrays((_BoundLoss(x + 1, y, "tanh"),))[1]
+    back = _scan.combine_arrays(arrays, rest)
     assert back[0].x is x and back[0].y is y and back[1:6] == tree[1:6]
     assert back[6]["a"] is tree[6]["a"] and back[6]["f"] == "name"
     assert jax.tree.structure(back) == jax.tree.structure(tree)

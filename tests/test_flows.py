@@ -410,7 +410,7 @@ def test_modified_flow_matches_expm_of_truncated_series(order, lr):
 
 
 # --------------------------------------------------------------------------------------------------
-# The adaptive solve itself (_core.solve_ode: SciPy's Dormand–Prince on a once-compiled field)
+# The adaptive solve itself (_ode.solve_ode: SciPy's Dormand–Prince on a once-compiled field)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -518,7 +518,7 @@ FLOWS = {
 def test_a_flow_compiles_its_field_once_for_new_rates_starts_and_data(name):
     """A second call with another lr/strength, another starting point (and for SGD other data) of the same shapes
     compiles nothing: those are arguments of the compiled field, not constants in it."""
-    from igr_tutorial._core import _rk_stages
+    from igr_tutorial._ode import _rk_stages
 
     before = _rk_stages._cache_size()
     first, second = _compiled_by(lambda: FLOWS[name](0.0), lambda: FLOWS[name](0.1))
@@ -529,7 +529,7 @@ def test_a_flow_compiles_its_field_once_for_new_rates_starts_and_data(name):
 
 def test_the_compilation_count_sees_a_new_loss():
     """The control: a flow of a new loss function compiles a new field, and both counts show it."""
-    from igr_tutorial._core import _rk_stages
+    from igr_tutorial._ode import _rk_stages
 
     before = _rk_stages._cache_size()
     first, second = _compiled_by(lambda: igr.gradient_flow(lambda p: jnp.sum(p**2), jnp.ones(3), TIMES),
@@ -573,7 +573,7 @@ def test_max_steps_must_be_a_positive_integer(bad):
 
 
 def test_a_flow_under_jit_says_to_call_it_outside():
-    with pytest.raises(ValueError, match="outside jit/vmap"):
+    with pytest.raises(TypeError, match="cannot be traced"):
         jax.jit(lambda p: igr.gradient_flow(LOSS3, p, TIMES))(jnp.asarray(THETA0_3))
 
 

@@ -260,7 +260,7 @@ def test_curvature_hvps_run_at_full_float32_matmul_precision():
     W = jnp.ones((4, 3), jnp.float32)
     loss = lambda p: jnp.sum(jnp.tanh(W @ p) ** 2)  # noqa: E731
     x = jnp.ones(3, jnp.float32)
-    from igr_tutorial._core import partition_arrays
+    from igr_tutorial._scan import partition_arrays
 
     arrays, rest = partition_arrays(loss)
     jaxpr = jax.make_jaxpr(_hutchinson.__wrapped__, static_argnums=0)(

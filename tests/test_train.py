@@ -84,7 +84,7 @@ def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
 _BIT_FOR_BIT = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
-from igr_tutorial._core import random_normal, random_split
+from igr_tutorial._random import random_normal, random_split
 from igr_tutorial.nets import init_mlp
 from igr_tutorial.train import stacked_init
 same = []
@@ -107,7 +107,7 @@ print(len(same), all(same))
 
 
 def test_init_mlp_draws_are_jax_randoms_bit_for_bit():
-    """init_mlp draws through _core.random_split/random_normal (the threefry hash compiled at -O0): with the book's
+    """init_mlp draws through _random.random_split/random_normal (the threefry hash compiled at -O0): with the book's
     XLA flags (not the suite's TEST_XLA_FLAGS, run in a fresh process), the weights are those of jax.random.split and
     jax.random.normal exactly, alone and stacked by vmap, with raw and typed keys, in float32 and float64; so is
     the Lanczos start vector (random_normal of the parameter count)."""
