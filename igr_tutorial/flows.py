@@ -29,7 +29,7 @@ from ._ode import GRADIENT_FLOW_HINT, solve_ode
 from ._scan import descent_step, first_nonfinite_step, leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
 from ._validate import check_learning_rate, check_scalar_loss, check_steps
-from .errors import DivergenceError, FlowError
+from .errors import DivergenceError, FlowError  # noqa: F401  (also importable from here, as before)
 from .curvature import hvp, third_derivative_contraction
 
 __all__ = [
