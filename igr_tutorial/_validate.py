@@ -132,3 +132,29 @@ def require_concrete(name: str, *values: Any) -> None:
     if any(is_traced(leaf) for leaf in jax.tree.leaves(values)):
         raise TypeError(f"{name} works on concrete values and cannot be traced: call it outside jax.jit, jax.vmap "
                         "and jax.grad (on the result of a traced computation once it is computed).")
+
+
+def check_momentum(beta: Any) -> None:
+    """Raise ``ValueError`` unless ``0 ≤ beta < 1`` (skipped under tracing)."""
+    value = real_scalar(beta, "beta", "a single real number in [0, 1)")
+    if value is not None and not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(
+            f"beta must lie in [0, 1), got {value}. beta = 0 is plain gradient descent; beta → 1 gives the "
+            "momentum method an infinite memory (typical values: 0.5 to 0.99)."
+        )
+
+
+def check_radius(rho: Any) -> None:
+    """Raise ``ValueError`` unless the SAM radius ``rho`` is a finite number ``≥ 0`` (skipped under tracing)."""
+    check_nonnegative(rho, "rho", "the SAM radius, e.g. 0.05")
+
+
+def check_order(order: Any) -> int:
+    """``order`` as a Python ``int`` if it is a non-negative integer (bools excluded), else an error: the truncation
+    order of GD's modified equation (0 = plain gradient flow)."""
+    if isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, np.integer)) or order < 0:
+        raise ValueError(
+            f"order must be a non-negative integer (0 = plain gradient flow, k = the modified equation truncated "
+            f"after its h^k term), got {order!r}."
+        )
+    return int(order)

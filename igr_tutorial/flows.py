@@ -28,12 +28,13 @@ import numpy as np
 from ._ode import GRADIENT_FLOW_HINT, solve_ode
 from ._scan import descent_step, first_nonfinite_step, leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
-from ._validate import check_learning_rate, check_scalar_loss, check_steps
+from ._deprecation import deprecated_alias
+from ._validate import check_learning_rate, check_nonnegative, check_order as _check_order, check_scalar_loss, check_steps
 from .errors import DivergenceError, FlowError  # noqa: F401  (also importable from here, as before)
 from .curvature import hvp, third_derivative_contraction
+from .modified import penalized_gradient
 
 __all__ = [
-    "check_order",
     "first_nonfinite_step",
     "gradient_descent",
     "gradient_descent_sweep",
@@ -41,6 +42,7 @@ __all__ = [
     "modified_field_coefficients",
     "modified_flow",
     "modified_vector_field",
+    "penalized_gradient_flow",
 ]
 
 
@@ -108,16 +110,6 @@ def gradient_descent_sweep(loss: Loss, params: PyTree, lrs: Any, steps: int) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def check_order(order: Any) -> int:
-    """``order`` as a Python ``int`` if it is a non-negative integer (bools excluded), else a ``ValueError``."""
-    if isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, np.integer)) or order < 0:
-        raise ValueError(
-            f"order must be a non-negative integer (0 = plain gradient flow, k = the modified equation truncated "
-            f"after its h^k term), got {order!r}."
-        )
-    return int(order)
-
-
 def _euler_iterate_series(field: Callable[[jax.Array], jax.Array], y: jax.Array, degree: int, count: int):
     """Taylor coefficients in the step ``h`` of the Euler iterates ``θ₀ = y``, ``θₗ₊₁ = θₗ + h·field(θₗ)``.
 
@@ -166,7 +158,7 @@ def modified_field_coefficients(loss: Loss, params: PyTree, order: int) -> list[
     Limits: the alternating differences cancel, so in floating point ``fᵢ`` loses about ``i·log₁₀3`` digits
     (fine in float64 up to order ~10), and the compile time grows quickly with ``order``.
     """
-    order = check_order(order)
+    order = _check_order(order)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     grad = jax.grad(loss)
 
@@ -203,16 +195,16 @@ def modified_vector_field(loss: Loss, params: PyTree, lr: Any, order: int = 1) -
     Source: Hairer, Lubich & Wanner (2006), Sec. IX.1 applied to the explicit Euler method; Barrett & Dherin
     (2021), Sec. 3. Chapter 2 derives it.
     """
-    order = check_order(order)
+    order = _check_order(order)
     if order > 2:
         coeffs = modified_field_coefficients(loss, params, order)
         return jax.tree.map(lambda *c: sum(lr**i * ci for i, ci in enumerate(c)), *coeffs)
     g = jax.grad(loss)(params)
     if order == 0:
         return jax.tree.map(jnp.negative, g)
+    if order == 1:   # −∇(E + (lr/4)‖∇E‖²): the one penalized gradient of the package
+        return jax.tree.map(jnp.negative, penalized_gradient(loss, params, lr / 4))
     hg = hvp(loss, params, g)
-    if order == 1:
-        return jax.tree.map(lambda a, b: -(a + lr / 2 * b), g, hg)
     h2g = hvp(loss, params, hg)
     t3 = third_derivative_contraction(loss, params, g)
     return jax.tree.map(
@@ -277,5 +269,30 @@ def modified_flow(
     ``lr`` is an argument of it, so a sweep over learning rates compiles once. Chapters 2 and 3.
     """
     check_learning_rate(lr)
-    order = check_order(order)
+    order = _check_order(order)
     return _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps)
+
+
+def penalized_gradient_flow(
+    loss: Loss,
+    params: PyTree,
+    strength: float,
+    times: Any,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+) -> PyTree:
+    """The gradient flow of ``E + c·‖∇E‖²`` (``c = strength ≥ 0``) from ``params``, sampled at ``times``.
+
+    ``c = 0`` is the gradient flow of ``E``; ``c = h/4`` is GD's modified flow (:func:`modified_flow` with
+    ``order=1``, the very same ODE: both run one compiled field, ``c`` passed as data); ``c`` =
+    :func:`~igr_tutorial.momentum.momentum_regularization_strength` is heavy ball's. Same adaptive solver and
+    tolerances as :func:`gradient_flow`. Not traceable (SciPy steps on the host). Chapters 3 and 9.
+    """
+    check_nonnegative(strength, "strength", "the coefficient of ‖∇E‖²", traced=False)
+    return _solve_flow(loss, params, times, 4 * jnp.asarray(strength), 1, rtol, atol, max_steps)
+
+
+check_order = deprecated_alias(_check_order, "igr_tutorial.flows.check_order",
+                               "a private validator (the functions that take an order check it themselves)")

@@ -503,12 +503,20 @@ def _quartic_bowl(p):  # a loss of its own, so that its first flow really compil
     return jnp.sum(p**4) / 4 + jnp.sum(p**2) / 2
 
 
+def _sextic_bowl(p):  # another: penalized_gradient_flow shares modified_flow's field (next test)
+    return jnp.sum(p**6) / 6 + jnp.sum(p**2) / 2
+
+
+def _octic_bowl(p):
+    return jnp.sum(p**8) / 8 + jnp.sum(p**2) / 2
+
+
 # Two calls of each flow: the inputs are made here, so that the calls below compile nothing but the flow's own.
 _STARTS = {k: (jnp.asarray(THETA0_3) * (1 + k), jnp.asarray(THETA0_3) - k) for k in (0.0, 0.1)}
 FLOWS = {
     "gradient_flow": lambda k: igr.gradient_flow(_quartic_bowl, _STARTS[k][0], TIMES),
     "modified_flow": lambda k: igr.modified_flow(_quartic_bowl, _STARTS[k][0], 0.1 + k, TIMES),
-    "penalized_gradient_flow": lambda k: optimizers.penalized_gradient_flow(_quartic_bowl, _STARTS[k][1], 0.05 + k, TIMES),
+    "penalized_gradient_flow": lambda k: optimizers.penalized_gradient_flow(_sextic_bowl, _STARTS[k][1], 0.05 + k, TIMES),
     "sgd_modified_flow": lambda k: stochastic.sgd_modified_flow(
         _sgd_batch_loss, _STARTS[k][0], _OTHER_DATA if k else _SGD_DATA, 0.1 + k, 4, TIMES[:5]),
 }
@@ -525,6 +533,18 @@ def test_a_flow_compiles_its_field_once_for_new_rates_starts_and_data(name):
     assert any("_rk_stages" in n for n in first), f"the first call compiled no field: {first}"
     assert second == [], f"a second call with new numbers compiled again: {second}"
     assert _rk_stages._cache_size() - before == 1
+
+
+def test_the_penalized_flow_and_the_first_order_modified_flow_are_one_compiled_ode():
+    """E + c‖∇E‖² with c = h/4 is GD's first-order modified loss: penalized_gradient_flow and modified_flow(order=1)
+    integrate the same field, compiled once for both, and agree to the solver's tolerance."""
+    from igr_tutorial._ode import _rk_stages
+
+    before = _rk_stages._cache_size()
+    mf = igr.modified_flow(_octic_bowl, jnp.asarray(THETA0_3), 0.2, TIMES, order=1)
+    pf = optimizers.penalized_gradient_flow(_octic_bowl, jnp.asarray(THETA0_3), 0.05, TIMES)
+    assert _rk_stages._cache_size() - before == 1
+    np.testing.assert_allclose(np.asarray(pf), np.asarray(mf), rtol=1e-12, atol=1e-14)
 
 
 def test_the_compilation_count_sees_a_new_loss():

@@ -19,7 +19,8 @@ import pytest
 import scipy.linalg
 
 import igr_tutorial as igr
-from igr_tutorial.flows import check_order, modified_field_coefficients, modified_vector_field
+from igr_tutorial._validate import check_order
+from igr_tutorial.flows import modified_field_coefficients, modified_vector_field
 from igr_tutorial.losses import double_well, quadratic
 
 # A 2 × 2 quadratic with eigenvalues 0.5 and 1.5 in a rotated basis (module level: compilation caches reuse it).
@@ -168,3 +169,14 @@ def test_modified_flow_accepts_order_three():
     M = log_series_matrix(h, 3)
     expected = np.stack([scipy.linalg.expm(t * M) @ theta0 for t in times])
     np.testing.assert_allclose(traj, expected, rtol=1e-7, atol=1e-8)   # solver tolerance
+
+
+def test_the_old_public_validators_still_work_and_say_they_are_private():
+    from igr_tutorial import flows, optimizers
+
+    with pytest.warns(DeprecationWarning, match="flows.check_order is a private validator"):
+        assert flows.check_order(2) == 2
+    with pytest.warns(DeprecationWarning, match="check_momentum"):
+        optimizers.check_momentum(0.5)
+    with pytest.warns(DeprecationWarning, match="check_radius"):
+        optimizers.check_radius(0.05)

@@ -221,7 +221,7 @@ def test_optax_descent_rejects_non_optimizers_and_reports_divergence():
 
 
 def test_optax_descent_compiles_once_per_optimizer_loss_and_shape():
-    from igr_tutorial.optimizers import _optax_scan
+    from igr_tutorial.adam import _optax_scan
 
     adam = optax.adam(1e-2)
     before = _optax_scan._cache_size()
