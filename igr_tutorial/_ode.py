@@ -15,7 +15,7 @@ from jax import lax
 
 from ._scan import is_array, leaf_dtype
 from ._types import PyTree
-from ._validate import check_times, require_concrete
+from ._validate import check_int, check_times, require_concrete
 from .errors import FlowError
 
 def _default_tolerances(params: PyTree) -> tuple[float, float]:
@@ -274,8 +274,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     accepted steps, or a non-finite state.
     """
     times = check_times(times)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer (the most steps the solver may take), got {max_steps!r}.")
+    max_steps = check_int(max_steps, "max_steps", minimum=1, what="the most steps the solver may take")
     require_concrete("a flow (SciPy's adaptive ODE solver runs on the host)", params, args)
     _check_finite_start(params)
     layout = _Layout(params)

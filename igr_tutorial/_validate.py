@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import ArgumentTypeError
+
 def is_traced(x: Any) -> bool:
     """True when ``x`` is an abstract value inside ``jit``/``vmap`` (no concrete value to check)."""
     return isinstance(x, jax.core.Tracer)
@@ -26,7 +28,7 @@ def real_scalar(x: Any, name: str, expected: str) -> float | None:
         return None
     arr = np.asarray(x)
     if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be {expected}, got {x!r}.")
+        raise ArgumentTypeError(f"{name} must be {expected}, got {x!r}.")
     return float(arr)
 
 
@@ -36,7 +38,7 @@ def check_nonnegative(x: Any, name: str, what: str, *, traced: bool = True) -> N
     the caller needs a concrete number."""
     value = real_scalar(x, name, "a single real number >= 0")
     if value is None and not traced:
-        raise ValueError(f"{name} must be a concrete number ({what}), not a traced value: call this outside jit/vmap.")
+        raise ArgumentTypeError(f"{name} must be a concrete number ({what}), not a traced value: call this outside jit/vmap.")
     if value is not None and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"{name} must be a finite number >= 0 ({what}), got {x!r}.")
 
@@ -48,15 +50,15 @@ def check_learning_rate(lr: Any, name: str = "lr") -> None:
     try:
         arr = np.asarray(lr)
     except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} must be a positive number, got {lr!r}.") from exc
+        raise ArgumentTypeError(f"{name} must be a positive number, got {lr!r}.") from exc
     if arr.ndim != 0:
-        raise ValueError(
+        raise ArgumentTypeError(
             f"{name} must be a single number, got an array of shape {arr.shape}. "
             "To run several learning rates at once, use jax.vmap over the learning rate "
             "(see gradient_descent_sweep)."
         )
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be a real number, got {lr!r}.")
+        raise ArgumentTypeError(f"{name} must be a real number, got {lr!r}.")
     value = float(arr)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}. Pass a positive step size such as 0.01.")
@@ -67,13 +69,40 @@ def check_learning_rate(lr: Any, name: str = "lr") -> None:
         )
 
 
+def is_integer(x: Any) -> bool:
+    """A Python or NumPy integer (not a bool, not a float with an integral value)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_int(value: Any, name: str, *, minimum: int = 0, what: str = "") -> int:
+    """``value`` as a Python ``int``: the package's one integer check. :class:`~igr_tutorial.errors.ArgumentTypeError`
+    (a ``TypeError``) unless it is an integer (a bool or a float is refused, a NumPy integer accepted), ``ValueError``
+    below ``minimum``. ``what`` says what it counts, for the message."""
+    kind = "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+    detail = f" ({what})" if what else ""
+    if not is_integer(value):
+        raise ArgumentTypeError(f"{name} must be {kind}{detail}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be {kind}{detail}: it must be >= {minimum}, got {value}.")
+    return int(value)
+
+
 def check_steps(steps: Any) -> int:
-    """Return ``steps`` as an int, or raise ``ValueError`` if it is not a non-negative integer."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
-    return int(steps)
+    """Return ``steps`` as an int: a non-negative integer (:func:`check_int`)."""
+    return check_int(steps, "steps", what="the number of steps")
+
+
+def check_lrs(lrs: Any, name: str = "lrs") -> np.ndarray:
+    """A non-empty 1-D sequence of learning rates as a float array, every entry checked by
+    :func:`check_learning_rate`: the package's one check of a grid of step sizes."""
+    if any(is_traced(x) for x in jax.tree.leaves(lrs)):
+        return lrs
+    raw = np.asarray(lrs)
+    if raw.ndim != 1 or raw.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of learning rates, got shape {raw.shape}.")
+    for lr in raw:
+        check_learning_rate(lr, name=f"every entry of {name}")
+    return raw.astype(float)
 
 
 def check_times(times: Any) -> jax.Array:
@@ -103,7 +132,7 @@ def check_params(params: Any) -> None:
     for leaf in leaves:
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
+            raise ArgumentTypeError(
                 f"params must be floating-point arrays, got a leaf of dtype {dtype}. "
                 "Convert with jnp.asarray(x, dtype=float), e.g. jnp.array([1.0, 2.0]) instead of jnp.array([1, 2])."
             )
@@ -112,7 +141,7 @@ def check_params(params: Any) -> None:
 def check_scalar_loss(loss: Callable[[Any], Any], params: Any) -> None:
     """Raise ``ValueError`` unless ``loss(params)`` returns a real scalar (checked abstractly, no compute)."""
     if not callable(loss):
-        raise ValueError(f"loss must be a function params -> scalar, got {type(loss).__name__}.")
+        raise ArgumentTypeError(f"loss must be a function params -> scalar, got {type(loss).__name__}.")
     check_params(params)
     out = jax.eval_shape(loss, params)
     if not hasattr(out, "shape") or out.shape != ():
@@ -122,7 +151,7 @@ def check_scalar_loss(loss: Callable[[Any], Any], params: Any) -> None:
             "Reduce over examples, e.g. return jnp.mean(residuals**2) instead of residuals**2."
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(f"loss must return a floating-point scalar, got dtype {out.dtype}.")
+        raise ArgumentTypeError(f"loss must return a floating-point scalar, got dtype {out.dtype}.")
 
 
 def require_concrete(name: str, *values: Any) -> None:
@@ -152,9 +181,5 @@ def check_radius(rho: Any) -> None:
 def check_order(order: Any) -> int:
     """``order`` as a Python ``int`` if it is a non-negative integer (bools excluded), else an error: the truncation
     order of GD's modified equation (0 = plain gradient flow)."""
-    if isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, np.integer)) or order < 0:
-        raise ValueError(
-            f"order must be a non-negative integer (0 = plain gradient flow, k = the modified equation truncated "
-            f"after its h^k term), got {order!r}."
-        )
-    return int(order)
+    return check_int(order, "order", what="0 = plain gradient flow, k = the modified equation truncated after its "
+                                          "h^k term")

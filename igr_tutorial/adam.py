@@ -20,7 +20,7 @@ from jax import lax
 from ._deprecation import renamed_arguments
 from ._scan import leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
-from ._validate import check_learning_rate, check_momentum, check_nonnegative, check_scalar_loss, check_steps
+from ._validate import check_learning_rate, check_lrs, check_momentum, check_nonnegative, check_scalar_loss, check_steps
 from .curvature import hvp
 from .sharpness import _num_runs, _per_run
 
@@ -178,8 +178,7 @@ def adam_sweep(
     runs = _num_runs(params, "start")
     lr_np, b1_np, b2_np = (_per_run(v, n, runs, float) for v, n in ((lrs, "lrs"), (b1, "b1"), (b2, "b2")))
     steps_np = _per_run(steps, "steps", runs, np.int64)
-    for lr in lr_np:
-        check_learning_rate(lr, name="every entry of lrs")
+    check_lrs(lr_np)
     for b in (*b1_np, *b2_np):
         check_momentum(b)
     if np.any(steps_np < 0):

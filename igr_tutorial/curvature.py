@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from ._random import random_normal
 from ._scan import combine_arrays, partition_arrays
 from ._types import Loss, PyTree
-from ._validate import check_scalar_loss
+from ._validate import check_int, check_scalar_loss
 from .errors import NotConvergedError
 from .tree import tree_sq_norm, tree_vdot
 
@@ -210,8 +210,7 @@ def hessian_top_eigenvalue(
 
     if on_failure not in ("raise", "warn", "ignore"):
         raise ValueError(f"on_failure must be 'raise', 'warn' or 'ignore', got {on_failure!r}.")
-    if not (isinstance(max_iters, int) and max_iters >= 1):
-        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
+    max_iters = check_int(max_iters, "max_iters", minimum=1, what="the cap on Lanczos steps")
     if not (tol > 0):
         raise ValueError(f"tol must be positive, got {tol!r}.")
     check_scalar_loss(loss, params)
@@ -287,8 +286,7 @@ def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int =
     its standard error shrinks like ``1/√num_samples`` (Hutchinson 1990). Chapter 5 relates it to the
     expected loss increase under Gaussian parameter noise, ``E[E(θ+σε)] − E(θ) ≈ ½σ²·tr H``.
     """
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    num_samples = check_int(num_samples, "num_samples", minimum=1, what="Rademacher probes")
     check_scalar_loss(loss, params)
     x, _ = ravel_pytree(params)
     zs = jax.random.rademacher(key, (num_samples, x.shape[0]), dtype=x.dtype)

@@ -29,7 +29,7 @@ from ._ode import GRADIENT_FLOW_HINT, solve_ode
 from ._scan import descent_step, first_nonfinite_step, leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
 from ._deprecation import deprecated_alias
-from ._validate import check_learning_rate, check_nonnegative, check_order as _check_order, check_scalar_loss, check_steps
+from ._validate import check_learning_rate, check_lrs, check_nonnegative, check_order as _check_order, check_scalar_loss, check_steps
 from .errors import DivergenceError, FlowError  # noqa: F401  (also importable from here, as before)
 from .curvature import hvp, third_derivative_contraction
 from .modified import penalized_gradient
@@ -94,11 +94,7 @@ def gradient_descent_sweep(loss: Loss, params: PyTree, lrs: Any, steps: int) -> 
     Returns the trajectories as the pytree of ``params`` with leading axes ``(len(lrs), steps + 1)``.
     Diverging runs are kept (their entries are non-finite); check them with :func:`first_nonfinite_step`.
     """
-    lrs_np = np.asarray(lrs)
-    if lrs_np.ndim != 1 or lrs_np.size == 0:
-        raise ValueError(f"lrs must be a non-empty 1-D array of learning rates, got shape {lrs_np.shape}.")
-    for lr in lrs_np:
-        check_learning_rate(lr, name="every entry of lrs")
+    lrs_np = check_lrs(lrs)
     steps = check_steps(steps)
     check_scalar_loss(loss, params)
     lr_arr = jnp.asarray(lrs_np, dtype=leaf_dtype(params))

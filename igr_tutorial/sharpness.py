@@ -21,7 +21,7 @@ from jax import lax
 
 from ._scan import leaf_dtype, rk4_step, run_mode, stack_runs
 from ._types import Loss, PyTree
-from ._validate import check_learning_rate, check_momentum, check_order, check_steps
+from ._validate import check_int, check_learning_rate, check_lrs, check_momentum, check_order, check_steps
 from .curvature import hvp, power_iteration_step
 from .momentum import heavy_ball_update
 
@@ -188,17 +188,16 @@ def sharpness_trace(
     Chapter 9 (the edge of stability, Cohen et al. 2021).
     """
     steps = check_steps(steps)
-    if not isinstance(record_every, (int, np.integer)) or record_every < 1 or steps % record_every:
+    record_every = check_int(record_every, "record_every", minimum=1, what=f"a divisor of steps={steps}")
+    if steps % record_every:
         raise ValueError(f"record_every must be a positive divisor of steps={steps}, got {record_every!r}.")
-    if not isinstance(power_iters, (int, np.integer)) or power_iters < 1:
-        raise ValueError(f"power_iters must be a positive integer, got {power_iters!r}.")
+    power_iters = check_int(power_iters, "power_iters", minimum=1, what="power iterations per record")
     if method not in ("heavy_ball", "rk4"):
         raise ValueError(f"method must be 'heavy_ball' or 'rk4', got {method!r}.")
     mode = run_mode(mode)
     runs = _num_runs(params, "initialization")
     lrs_np, betas_np = _per_run(lrs, "lrs", runs, float), _per_run(betas, "betas", runs, float)
-    for lr in lrs_np:
-        check_learning_rate(lr, name="every entry of lrs")
+    check_lrs(lrs_np)
     for beta in betas_np:
         check_momentum(beta)
     dtype = leaf_dtype(params)

@@ -33,7 +33,7 @@ import numpy as np
 from ._ode import solve_ode
 from ._scan import descent_step, epoch_permutation, leaf_dtype, raise_if_diverged, scan_steps, sgd_step
 from ._types import Loss, PyTree
-from ._validate import check_learning_rate, check_scalar_loss, check_steps, is_traced
+from ._validate import check_int, check_learning_rate, check_scalar_loss, check_steps, is_traced
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
 
@@ -58,8 +58,7 @@ def num_examples(data: PyTree) -> int:
 
 def num_batches(num_examples: int, batch_size: int) -> int:
     """``m = N/B``, checking that ``B`` is a positive divisor of ``N`` (all batches the same size)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size", minimum=1, what="examples per batch")
     if num_examples % batch_size:
         divisors = [d for d in range(1, num_examples + 1) if num_examples % d == 0]
         raise ValueError(
@@ -89,7 +88,8 @@ def all_permutations(n: int) -> np.ndarray:
 
     Averaging SGD over all of them is an *exact* expectation over random reshuffling (chapter 8).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 8:
+    n = check_int(n, "n", minimum=1, what="at most 8: 8! = 40320 orderings")
+    if n > 8:
         raise ValueError(f"n must be an integer from 1 to 8 (8! = 40320 orderings), got {n!r}.")
     return np.array(list(itertools.permutations(range(n))), dtype=np.int32)
 
