@@ -3,7 +3,6 @@
 * :func:`scan_steps`, the one scan driver: ``θ₀`` followed by the iterates of a ``lax.scan``;
 * the steps: :func:`descent_step` and :func:`sgd_step` (``θ − h·g``), :func:`rk4_step` (RK4 on the gradient
   flow), and :func:`epoch_permutation` (random reshuffling's order of the examples);
-* batches of runs: :func:`run_mode` (vmap or a loop) and :func:`stack_runs`;
 * the divergence check :func:`raise_if_diverged`, done on concrete values only (skipped under a trace);
 * :func:`partition_arrays` / :func:`combine_arrays`: a pytree split into its array leaves (arguments of a
   compiled function) and the rest (static), and put back together.
@@ -79,21 +78,15 @@ def epoch_permutation(key: jax.Array, epoch: Any, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-def run_mode(mode: str) -> str:
-    """``"vmap"`` or ``"loop"`` for a batch of runs: ``mode`` itself, or for ``"auto"`` a loop over one compiled
-    single-run program on a CPU (as fast for these models, and it compiles several times faster) and one vmapped
-    program on an accelerator. ``ValueError`` for anything else."""
-    if mode not in ("auto", "vmap", "loop"):
-        raise ValueError(f"mode must be 'auto', 'vmap' or 'loop', got {mode!r}.")
-    if mode == "auto":
-        return "loop" if jax.default_backend() == "cpu" else "vmap"
-    return mode
-
-
-def stack_runs(outs: list) -> Any:
-    """The outputs of a loop over runs (each a pytree, e.g. ``(final, records)``) stacked along a new leading
-    run axis, leaf by leaf: what the vmapped program of the same runs returns."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+def minibatch_indices(key: jax.Array, step: Any, n: int, batch_size: int) -> jax.Array:
+    """The examples of SGD step ``step`` under random reshuffling: with ``m = n // batch_size`` steps per epoch,
+    batch ``step mod m`` of epoch ``step // m``'s :func:`epoch_permutation` (a trailing ``n mod batch_size``
+    examples of each epoch unused). Step ``e·m + k`` takes what :func:`~igr_tutorial.stochastic.split_batches`
+    puts in batch ``k`` of epoch ``e``: the one selector of :func:`~igr_tutorial.train.train`'s ``"sgd"`` and
+    :func:`~igr_tutorial.stochastic.sgd`."""
+    per_epoch = n // batch_size
+    epoch, k = step // per_epoch, step % per_epoch
+    return lax.dynamic_slice_in_dim(epoch_permutation(key, epoch, n), k * batch_size, batch_size)
 
 
 def leaf_dtype(params: PyTree):

@@ -36,9 +36,11 @@ import numpy as np
 
 from .curvature import hessian_top_eigenvalue, hessian_trace
 from .data import Dataset, load_mnist, load_mnist1d
-from .nets import init_mlp, mlp_apply
+from .modified import implicit_regularization_strength
+from .nets import init_mlp, mlp_apply, train_loss_fn
+from .perturbation import perturbed_accuracies
 from .stats import mean_se
-from .train import perturbed_accuracies, stacked_init, train_loss_fn, train_sweep
+from .train import stacked_init, train_sweep
 from .tree import num_parameters, tree_sq_norm
 
 __all__ = [
@@ -357,7 +359,7 @@ def learning_rate_sweep(
             reached = bool(hist.train_loss[j, stop[j]] <= size.target_loss) and not diverged
             lam = np.asarray(hist.sharpness[j, : stop[j] + 1], dtype=float)
             run = {
-                "width": width, "seed": s, "lr": lr, "m": m, "lambda": lr * m / 4, "diverged": diverged,
+                "width": width, "seed": s, "lr": lr, "m": m, "lambda": implicit_regularization_strength(lr, m), "diverged": diverged,
                 "reached_target": reached, "stop_time": float(stop[j] * size.record_time) if reached else None,
                 "train_loss_curve": _finite(hist.train_loss[j]),
                 "train_accuracy_curve": _finite(hist.train_accuracy[j]),

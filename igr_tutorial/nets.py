@@ -6,12 +6,15 @@ available for comparison.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ._random import random_normal, random_split
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import Dataset
 
 __all__ = [
     "ACTIVATIONS",
@@ -20,6 +23,7 @@ __all__ = [
     "cross_entropy",
     "init_mlp",
     "mlp_apply",
+    "train_loss_fn",
 ]
 
 ACTIVATIONS = {
@@ -75,3 +79,42 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def classification_loss(params: Params, x: jax.Array, y: jax.Array, activation: str = "tanh") -> jax.Array:
     """``E(θ)``: the mean cross-entropy of the MLP on ``(x, y)``."""
     return cross_entropy(mlp_apply(params, x, activation), y)
+
+
+def train_loss_fn(data: Dataset, activation: str = "tanh") -> Callable[[Params], jax.Array]:
+    """``θ ↦ E(θ)`` on the full training set (for :func:`~igr_tutorial.modified.r_ig` or the curvature functions).
+
+    Make it once and reuse it: compiled functions such as :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` are
+    cached per loss object, so a new one per call would recompile every time.
+    """
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    return _BoundLoss(x, y, activation)
+
+
+@jax.tree_util.register_pytree_node_class
+class _BoundLoss:
+    """A training loss bound to its data; equal (and hash-equal) for the same data and activation.
+
+    A pytree whose leaves are the data, so that functions that compile the loss (such as
+    :func:`~igr_tutorial.curvature.hessian_top_eigenvalue`) can pass the data as an argument instead of
+    embedding it in the compiled program as a constant.
+    """
+
+    def tree_flatten(self):
+        return (self.x, self.y), self.activation
+
+    @classmethod
+    def tree_unflatten(cls, activation, children):
+        return cls(*children, activation)
+
+    def __init__(self, x, y, activation):
+        self.x, self.y, self.activation = x, y, activation
+
+    def __call__(self, params):
+        return classification_loss(params, self.x, self.y, self.activation)
+
+    def __hash__(self):
+        return hash((id(self.x), id(self.y), self.activation))
+
+    def __eq__(self, other):
+        return isinstance(other, _BoundLoss) and (self.x is other.x, self.y is other.y, self.activation == other.activation) == (True, True, True)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -19,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._scan import leaf_dtype, rk4_step, run_mode, stack_runs
+from ._runs import run_batch, run_mode
+from ._scan import leaf_dtype, rk4_step
 from ._types import Loss, PyTree
 from ._validate import check_int, check_learning_rate, check_lrs, check_momentum, check_order, check_steps
 from .curvature import hvp, power_iteration_step
@@ -140,11 +140,11 @@ def _split_loss(loss):
     return (), loss
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("steps", "record_every", "power_iters", "method", "vmap"))
-def _trace_many(static, leaves, params, starts, lrs, betas, *, steps, record_every, power_iters, method, vmap):
-    loss = jax.tree.unflatten(static, leaves) if leaves else static
-    one = lambda p, k, h, b: _trace_one(loss, p, k, h, b, steps, record_every, power_iters, method)  # noqa: E731
-    return jax.vmap(one)(params, starts, lrs, betas) if vmap else one(params, starts, lrs, betas)
+def _trace_run(leaves, params, start, lr, beta, *, loss_static, steps, record_every, power_iters, method):
+    """One run of :func:`sharpness_trace`, the loss rebuilt from its array leaves and static part
+    (:func:`_split_loss`): the single-run program :func:`~igr_tutorial._runs.run_batch` loops, vmaps or shards."""
+    loss = jax.tree.unflatten(loss_static, leaves) if leaves else loss_static
+    return _trace_one(loss, params, start, lr, beta, steps, record_every, power_iters, method)
 
 
 def sharpness_trace(
@@ -204,17 +204,11 @@ def sharpness_trace(
     size = sum(int(np.prod(jnp.shape(x)[1:])) for x in jax.tree.leaves(params))
     starts = jnp.asarray(np.random.default_rng(seed).standard_normal((runs, size)), dtype)
     lr_arr, beta_arr = jnp.asarray(lrs_np, dtype), jnp.asarray(betas_np, dtype)
-    leaves, static = _split_loss(loss)
-    static_args = dict(steps=steps, record_every=int(record_every), power_iters=int(power_iters), method=method)
-    if mode == "vmap":
-        final, sharp, losses = _trace_many(static, leaves, params, starts, lr_arr, beta_arr, vmap=True, **static_args)
-    else:
-        outs = [
-            _trace_many(static, leaves, jax.tree.map(lambda x: x[i], params), starts[i], lr_arr[i], beta_arr[i],
-                        vmap=False, **static_args)
-            for i in range(runs)
-        ]
-        final, sharp, losses = stack_runs(outs)
+    leaves, loss_static = _split_loss(loss)
+    static = dict(loss_static=loss_static, steps=steps, record_every=record_every, power_iters=power_iters,
+                  method=method)
+    final, sharp, losses = run_batch(_trace_run, static, (leaves, params, starts, lr_arr, beta_arr),
+                                     (None, 0, 0, 0, 0), mode=mode, devices=jax.devices()[:1])
     return SharpnessTrace(
         step=np.arange(steps // record_every + 1) * record_every,
         sharpness=np.asarray(sharp),

@@ -19,35 +19,32 @@ Update rules, with ``g = ∇E(θ)`` on the full training set (or a minibatch for
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from ._random import random_normal, random_split
-from ._scan import descent_step, epoch_permutation, rk4_step, run_mode, scan_steps, sgd_step, stack_runs
-from ._validate import check_learning_rate
+from ._runs import program, run_batch, run_mode
+from ._scan import descent_step, minibatch_indices, rk4_step, scan_steps, sgd_step
+from ._validate import check_int, check_learning_rate, check_lrs, check_nonnegative, is_integer
 from .errors import DivergenceError
 from .curvature import hvp, power_iteration_step
 from .data import Dataset
-from .modified import penalized_gradient
-from .nets import accuracy, classification_loss, mlp_apply
+from .modified import implicit_regularization_strength, penalized_gradient
+from .nets import accuracy, classification_loss, mlp_apply, train_loss_fn  # noqa: F401 (train_loss_fn: its old home)
+from .perturbation import perturbed_accuracies, perturbed_accuracy  # noqa: F401 (their old home)
 from .tree import num_parameters, tree_sq_norm
 
 __all__ = [
     "METHODS",
     "History",
     "implicit_strength_for",
-    "perturbed_accuracies",
-    "perturbed_accuracy",
     "stacked_init",
     "steps_to_target",
     "train",
-    "train_loss_fn",
     "train_sweep",
 ]
 
@@ -104,10 +101,7 @@ def _step_fn(method, activation, batch_size, n_train):
             return descent_step(params, penalized_gradient(full_loss, params, mu), lr)
         if method == "rk4":
             return rk4_step(jax.grad(full_loss), params, lr)
-        # sgd: reshuffle every epoch, take the (i mod batches_per_epoch)-th minibatch
-        per_epoch = n_train // batch_size
-        epoch, j = i // per_epoch, i % per_epoch
-        idx = lax.dynamic_slice_in_dim(epoch_permutation(key, epoch, n_train), j * batch_size, batch_size)
+        idx = minibatch_indices(key, i, n_train, batch_size)  # random reshuffling, as stochastic.sgd
         return sgd_step(batch_loss, params, (xtr[idx], ytr[idx]), lr)
 
     return step
@@ -134,7 +128,6 @@ def _unit_start(params, key):
     return jax.tree.map(lambda x: x / norm, u)
 
 
-@functools.partial(jax.jit, static_argnames=("num_records", "method", "activation", "batch_size", "sharpness_iters"))
 def _train(params, arrays, lr, mu, key, target, every, *, num_records, method, activation, batch_size,
            sharpness_iters=0):
     # `every` (steps between records) is traced: runs of different step sizes and step counts, with the same
@@ -180,23 +173,19 @@ def _default_record_every(steps, record_every):
     return max(d for d in range(1, target + 1) if steps % d == 0)
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
 def _per_run_schedule(steps, record_every, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     """``steps`` and ``record_every`` (each one integer or one per run) as arrays of length ``k``, and the common
     number of records ``steps // record_every`` that every run must have."""
-    steps_a = [steps] * k if _is_int(steps) else list(steps) if isinstance(steps, (list, tuple, np.ndarray)) else [steps]
+    steps_a = [steps] * k if is_integer(steps) else list(steps) if isinstance(steps, (list, tuple, np.ndarray)) else [steps]
     every_a = ([_default_record_every(steps, record_every)] * k if not isinstance(record_every, (list, tuple, np.ndarray))
                else list(record_every))
     if len(steps_a) != k or len(every_a) != k:
         raise ValueError(f"steps and record_every must be one integer or one per run ({k}), got {len(steps_a)} "
                          f"and {len(every_a)} values.")
     for n, r in zip(steps_a, every_a):
-        if not _is_int(n) or n < 1:
+        if not is_integer(n) or n < 1:
             raise ValueError(f"steps must be a positive integer, got {n!r}.")
-        if not _is_int(r) or r < 1 or n % r:
+        if not is_integer(r) or r < 1 or n % r:
             raise ValueError(f"record_every must be a positive divisor of steps={n}, got {r!r}.")
     counts = {n // r for n, r in zip(steps_a, every_a)}
     if len(counts) != 1:
@@ -223,12 +212,6 @@ def steps_to_target(hist: History, target_loss: float) -> np.ndarray:
     first = np.argmax(reached, axis=-1)
     step = np.broadcast_to(np.asarray(hist.step), reached.shape)
     return np.where(reached.any(axis=-1), np.take_along_axis(step, first[..., None], axis=-1)[..., 0], -1)
-
-
-def _check_mu(mu):
-    mu = np.asarray(mu, dtype=float)
-    if not np.all(np.isfinite(mu)) or np.any(mu < 0):
-        raise ValueError(f"mu must be a finite number >= 0 (the EGR strength), got {mu.tolist()}.")
 
 
 def _check_method(method, batch_size, n_train):
@@ -258,13 +241,6 @@ def _history(recs: np.ndarray, record_every: np.ndarray) -> History:
         grad_norm_sq=recs[..., 4],
         sharpness=recs[..., 5] if recs.shape[-1] > 5 else None,
     )
-
-
-def _check_sharpness_iters(sharpness_iters) -> int:
-    if isinstance(sharpness_iters, bool) or not isinstance(sharpness_iters, (int, np.integer)) or sharpness_iters < 0:
-        raise ValueError(f"sharpness_iters must be a non-negative integer (power iterations per record; 0: off), "
-                         f"got {sharpness_iters!r}.")
-    return int(sharpness_iters)
 
 
 def train(
@@ -302,21 +278,22 @@ def train(
     can read low; :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` checks single points.
     """
     check_learning_rate(lr)
-    sharpness_iters = _check_sharpness_iters(sharpness_iters)
-    if not _is_int(steps):
+    sharpness_iters = check_int(sharpness_iters, "sharpness_iters", what="power iterations per record; 0: off")
+    if not is_integer(steps):
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
     _, every, num_records = _per_run_schedule(steps, record_every, 1)
     _check_method(method, batch_size, data.x_train.shape[0])
     target = _check_target(target_loss, method)
     if method == "egr":
-        _check_mu(mu)
+        check_nonnegative(mu, "mu", "the EGR strength")
     key = jax.random.PRNGKey(0) if key is None else key
     arrays = _arrays(data)
     dtype = arrays[0].dtype  # lr and μ as arrays of the data's dtype: the same compiled function as train_sweep
-    final, recs = _train(
+    static = dict(num_records=num_records, method=method, activation=activation, batch_size=batch_size,
+                  sharpness_iters=sharpness_iters)
+    final, recs = program(_train, tuple(sorted(static.items())))(
         params, arrays, jnp.asarray(lr, dtype), jnp.asarray(mu, dtype), key, jnp.asarray(target, dtype),
-        jnp.asarray(every[0], jnp.int32), num_records=num_records, method=method, activation=activation,
-        batch_size=batch_size, sharpness_iters=sharpness_iters,
+        jnp.asarray(every[0], jnp.int32),
     )
     hist = _history(recs, every[0])
     if not allow_divergence and not np.all(np.isfinite(hist.train_loss)):
@@ -367,18 +344,15 @@ def train_sweep(
     block of runs per device (``jax.shard_map`` over the run axis of the vmapped program, padded to a multiple
     of the device count; runs never communicate), whatever ``mode`` says. Pass one device to keep a run on it.
     """
-    lrs = np.asarray(lrs, dtype=float)
-    if lrs.ndim != 1 or lrs.size == 0:
-        raise ValueError("lrs must be a non-empty 1-D sequence of learning rates.")
-    for lr in lrs:
-        check_learning_rate(lr, name="every entry of lrs")
+    lrs = check_lrs(lrs)
     k = lrs.size
     mus = np.asarray(mus, dtype=float)
     if mus.ndim > 1 or mus.size not in (1, k):
         raise ValueError(f"mus must be one number or one per learning rate ({k}), got shape {mus.shape}.")
     mus = np.broadcast_to(mus, (k,))
     if method == "egr":
-        _check_mu(mus)
+        for mu in mus:
+            check_nonnegative(mu, "mu", "the EGR strength")
     keys = jax.random.split(jax.random.PRNGKey(0), k) if keys is None else keys
     if len(keys) != k:
         raise ValueError(f"keys must hold one PRNG key per learning rate ({k}), got {len(keys)}.")
@@ -389,64 +363,15 @@ def train_sweep(
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device (e.g. jax.devices()[:1]).")
-    per_run = _stacked(init_params, k)
     arrays = _arrays(data)
     static = dict(num_records=num_records, method=method, activation=activation, batch_size=batch_size,
-                  sharpness_iters=_check_sharpness_iters(sharpness_iters))
+                  sharpness_iters=check_int(sharpness_iters, "sharpness_iters", what="power iterations per record; 0: off"))
     dtype = arrays[0].dtype
-    lr_arr, mu_arr, target = jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype), jnp.asarray(target, dtype)
-    every_arr = jnp.asarray(every, jnp.int32)
-    if len(devices) > 1:
-        final, recs = _sharded_runs(init_params, per_run, arrays, lr_arr, mu_arr, keys, target, every_arr, static,
-                                    devices)
-    elif mode == "vmap":
-        final, recs = _vmapped_runs(static, per_run)(init_params, arrays, lr_arr, mu_arr, keys, target, every_arr)
-    else:
-        outs = []
-        for i in range(k):
-            p = jax.tree.map(lambda x: x[i], init_params) if per_run else init_params
-            outs.append(_train(p, arrays, lr_arr[i], mu_arr[i], keys[i], target, every_arr[i], **static))
-        final, recs = stack_runs(outs)
+    args = (init_params, arrays, jnp.asarray(lrs, dtype), jnp.asarray(mus, dtype), keys, jnp.asarray(target, dtype),
+            jnp.asarray(every, jnp.int32))
+    axes = (0 if _stacked(init_params, k) else None, None, 0, 0, 0, None, 0)
+    final, recs = run_batch(_train, static, args, axes, mode=mode, devices=devices)
     return final, _history(recs, every)
-
-
-def _vmapped_runs(static: dict, per_run: bool):
-    """``_train`` vmapped over runs: ``(params, arrays, lr, μ, key, target, every) -> (final, records)``, the
-    parameters per run when ``per_run`` (else shared), the data and the target loss shared."""
-    return jax.vmap(lambda p, a, h, m, kk, t, e: _train(p, a, h, m, kk, t, e, **static),
-                    in_axes=(0 if per_run else None, None, 0, 0, 0, None, 0))
-
-
-def _sharded_runs(init_params, per_run, arrays, lrs, mus, keys, target, every, static, devices):
-    """The vmapped sweep with its run axis split across ``devices``: each device trains its own block of runs.
-
-    The run count is padded to a multiple of the device count by repeating the last run (dropped afterwards),
-    the data are replicated, and nothing is exchanged between devices, so each run computes exactly what it
-    computes alone on one device.
-    """
-    k, d = lrs.shape[0], len(devices)
-    pad = (-k) % d
-
-    def padded(x):
-        return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-
-    params = jax.tree.map(padded, init_params) if per_run else init_params
-    sharded = _sharded_program(tuple(sorted(static.items())), per_run, tuple(devices))
-    final, recs = sharded(params, arrays, *(padded(x) for x in (lrs, mus, keys)), target, padded(every))
-    return jax.tree.map(lambda x: x[:k], final), recs[:k]
-
-
-@functools.lru_cache(maxsize=None)
-def _sharded_program(static_items: tuple, per_run: bool, devices: tuple):
-    """The jitted ``shard_map`` of :func:`_vmapped_runs` over a mesh of ``devices``: built once per training
-    configuration and device set, so a second sweep of the same shapes does not compile again."""
-    from jax.sharding import Mesh, PartitionSpec as P
-
-    mesh = Mesh(np.asarray(devices), ("runs",))
-    runs = P("runs")
-    return jax.jit(jax.shard_map(_vmapped_runs(dict(static_items), per_run), mesh=mesh,
-                                 in_specs=(runs if per_run else P(), P(), runs, runs, runs, P(), runs),
-                                 out_specs=(runs, runs), check_vma=False))
 
 
 def _stacked(params: Any, k: int) -> bool:
@@ -460,114 +385,11 @@ def stacked_init(init_fn, keys: jax.Array, *args, **kwargs) -> Any:
     return jax.vmap(lambda kk: init_fn(kk, *args, **kwargs))(keys)
 
 
-# --------------------------------------------------------------------------------------------------
-# Metrics of a trained network
-# --------------------------------------------------------------------------------------------------
-
-
-def train_loss_fn(data: Dataset, activation: str = "tanh"):
-    """``θ ↦ E(θ)`` on the full training set (for :func:`~igr_tutorial.modified.r_ig` or the curvature functions).
-
-    Make it once and reuse it: compiled functions such as :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` are
-    cached per loss object, so a new one per call would recompile every time.
-    """
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    return _BoundLoss(x, y, activation)
-
-
-@jax.tree_util.register_pytree_node_class
-class _BoundLoss:
-    """A training loss bound to its data; equal (and hash-equal) for the same data and activation.
-
-    A pytree whose leaves are the data, so that functions that compile the loss (such as
-    :func:`~igr_tutorial.curvature.hessian_top_eigenvalue`) can pass the data as an argument instead of
-    embedding it in the compiled program as a constant.
-    """
-
-    def tree_flatten(self):
-        return (self.x, self.y), self.activation
-
-    @classmethod
-    def tree_unflatten(cls, activation, children):
-        return cls(*children, activation)
-
-    def __init__(self, x, y, activation):
-        self.x, self.y, self.activation = x, y, activation
-
-    def __call__(self, params):
-        return classification_loss(params, self.x, self.y, self.activation)
-
-    def __hash__(self):
-        return hash((id(self.x), id(self.y), self.activation))
-
-    def __eq__(self, other):
-        return isinstance(other, _BoundLoss) and (self.x is other.x, self.y is other.y, self.activation == other.activation) == (True, True, True)
-
-
-def perturbed_accuracy(
-    params: Any,
-    data: Dataset,
-    sigmas: Sequence[float],
-    key: jax.Array,
-    num_draws: int = 10,
-    activation: str = "tanh",
-) -> np.ndarray:
-    """Mean test accuracy of ``θ + σ·ε``, ``ε ~ N(0, I)``, for each ``σ`` (Prediction 2.4: robustness).
-
-    Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws; the same
-    ``num_draws`` draws of ``ε`` (drawn from ``key``) serve every ``σ``. One run of :func:`perturbed_accuracies`.
-    """
-    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-    return perturbed_accuracies(stacked, data, sigmas, jnp.asarray(key)[None], num_draws, activation)[0]
-
-
-def perturbed_accuracies(
-    stacked_params: Any,
-    data: Dataset,
-    sigmas: Sequence[float],
-    keys: jax.Array,
-    num_draws: int = 10,
-    activation: str = "tanh",
-) -> np.ndarray:
-    """:func:`perturbed_accuracy` of every run of a sweep in one compiled program.
-
-    ``stacked_params``: the runs' parameters stacked along a leading axis; ``keys``: one PRNG key per run;
-    ``sigmas``: one list of noise levels for every run, or one row per run (shape ``(runs, k)``, e.g. a noise
-    relative to each network's weight scale). Returns an array ``(runs, k)``. Each run's noise is one Gaussian draw of shape
-    ``(num_draws, m)`` over its ``m`` flattened parameters: XLA compiles every random draw of a program
-    separately, and a draw per layer took most of the compile time (chapters 6 and 7).
-    """
-    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    runs = len(keys)
-    sig = np.asarray(sigmas, dtype=float)
-    if sig.ndim == 1:
-        sig = np.broadcast_to(sig, (runs, sig.size))
-    if sig.ndim != 2 or sig.shape[0] != runs:
-        raise ValueError(f"sigmas must be one list of noise levels or one row per run ({runs}), got shape {sig.shape}.")
-    sig = jnp.asarray(sig, jax.tree.leaves(stacked_params)[0].dtype)
-    return np.asarray(_perturbed_accuracies(stacked_params, x, y, sig, keys, num_draws=num_draws,
-                                            activation=activation))
-
-
-@functools.partial(jax.jit, static_argnames=("num_draws", "activation"))
-def _perturbed_accuracies(stacked, x, y, sig, keys, *, num_draws, activation):
-    def one_run(args):
-        params, key, sigmas = args
-        flat, unravel = ravel_pytree(params)
-        eps = jax.random.normal(key, (num_draws, flat.shape[0]), flat.dtype)
-
-        def noisy(sigma):
-            return jnp.mean(lax.map(lambda e: accuracy(mlp_apply(unravel(flat + sigma * e), x, activation), y), eps))
-
-        return lax.map(noisy, sigmas)
-
-    return lax.map(one_run, (stacked, keys, sig))
-
-
 def implicit_strength_for(lr: float, params: Any) -> float:
-    """``λ = h·m/4`` for a network with parameters ``params`` (``m`` counted, stacked axes excluded)."""
+    """``λ = h·m/4`` (:func:`~igr_tutorial.modified.implicit_regularization_strength`) for a network with parameters
+    ``params``: ``m`` counted, a leading run axis of stacked initializations (see :func:`stacked_init`) excluded."""
     m = num_parameters(params)
     first = jax.tree.leaves(params)[0]
     if first.ndim == 3:  # an MLP's weights stacked along a leading run axis (see stacked_init)
         m //= first.shape[0]
-    return float(lr) * m / 4
+    return implicit_regularization_strength(lr, m)

@@ -244,7 +244,7 @@ def test_the_compilation_count_sees_a_fresh_jit_per_call():
 def test_partition_arrays_splits_a_bound_loss_into_its_data_and_a_hashable_rest():
     """_scan.partition_arrays/combine_arrays (equinox's partition/combine on jax.tree): the arrays go to a jit as
     arguments, the rest (functions, ints, strings, pytree nodes) as a static, hashable argument."""
-    from igr_tutorial.train import _BoundLoss
+    from igr_tutorial.nets import _BoundLoss
 
     x, y = jnp.ones((4, 3)), jnp.zeros(4, dtype=jnp.int32)
     tree = (_BoundLoss(x, y, "tanh"), np.float64(0.5), 3, True, jnp.sin, None, {"a": np.arange(2.0), "f": "name"})

@@ -21,16 +21,16 @@ SCRIPT = textwrap.dedent('''
     import dataclasses, json, sys
     import jax, numpy as np
     jax.config.update("jax_enable_x64", True)
-    from igr_tutorial import experiments as ex, train as tr
+    from igr_tutorial import _runs, experiments as ex, train as tr
     from igr_tutorial.data import Dataset
     from igr_tutorial.nets import init_mlp
 
     calls = []
-    original = tr._sharded_runs
+    original = _runs._sharded
     def counted(*args, **kwargs):
         calls.append(len(args[-1]))
         return original(*args, **kwargs)
-    tr._sharded_runs = counted
+    _runs._sharded = counted
 
     rng = np.random.default_rng(0)
     def draw(n):
@@ -53,14 +53,15 @@ SCRIPT = textwrap.dedent('''
     sweep = ex.learning_rate_sweep(size)
     out["sweep"] = [[r[k] for k in ("train_loss", "r_ig", "test_accuracy", "sharpness")] for r in sweep["runs"]]
     # A second gd sweep of the same shapes with other learning rates reuses the compiled sharded program.
-    gd = (tuple(sorted(dict(num_records=3, method="gd", activation="tanh", batch_size=None,
-                            sharpness_iters=0).items())),
-          True, tuple(jax.devices()))
-    programs = tr._sharded_program.cache_info().currsize
-    compiled = tr._sharded_program(*gd)._cache_size() if programs else 0
+    gd = (tr._train, tuple(sorted(dict(num_records=3, method="gd", activation="tanh", batch_size=None,
+                                       sharpness_iters=0).items())),
+          (0, None, 0, 0, 0, None, 0), tuple(jax.devices()))
+    sharded = len(jax.devices()) > 1
+    programs = _runs.program.cache_info().currsize
+    compiled = _runs.program(*gd)._cache_size() if sharded else 0
     tr.train_sweep(inits, data, [0.07, 0.1, 0.3], 30, method="gd", record_every=10)
-    reused = {"programs": [programs, tr._sharded_program.cache_info().currsize],
-              "compiled": [compiled, tr._sharded_program(*gd)._cache_size() if programs else 0]}
+    reused = {"programs": [programs, _runs.program.cache_info().currsize],
+              "compiled": [compiled, _runs.program(*gd)._cache_size() if sharded else 0]}
     json.dump({"devices": len(jax.devices()), "sharded_calls": calls, "out": out, "reused": reused}, sys.stdout)
 ''')
 
@@ -90,8 +91,8 @@ def test_a_second_sharded_sweep_of_the_same_shapes_compiles_nothing(both):
     """The sharded program is built once per configuration and device set (not a fresh jit per call), and the
     gd sweep's was compiled once: a repeat with other learning rates adds neither a program nor a compilation."""
     two, _ = both
-    # one per configuration: gd, egr, sgd, rk4, the target-loss run (60 steps) and the experiment's sweep
-    assert two["reused"]["programs"] == [6, 6]
+    programs = two["reused"]["programs"]
+    assert programs[0] >= 6 and programs[1] == programs[0]  # gd, egr, sgd, rk4, the target-loss run, the sweep, …
     assert two["reused"]["compiled"] == [1, 1]
 
 

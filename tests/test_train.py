@@ -714,19 +714,23 @@ def test_tracked_sharpness_follows_the_dense_hessian_along_the_run():
 def test_an_equal_time_sweep_is_one_program_with_per_run_step_counts():
     """steps and record_every per run (T/h and Δt/h): every run is the run `train` makes alone, the records fall at
     the same flow times, and the whole sweep compiles one program."""
+    from igr_tutorial._runs import program
     from igr_tutorial.train import _train, steps_to_target
 
     d = blobs(seed=7)
     params = init_mlp(jax.random.PRNGKey(5), SIZES, dtype=jnp.float64)
     lrs, steps, every = [0.1, 0.2, 0.4], [56, 28, 14], [8, 4, 2]  # 7 records: a shape no other test compiles
-    before = _train._cache_size()
+    single = program(_train, tuple(sorted(dict(num_records=7, method="gd", activation="tanh", batch_size=None,
+                                               sharpness_iters=0).items())))
+    before = single._cache_size()
     finals, hist = train_sweep(params, d, lrs, steps, record_every=every, mode="loop")
-    assert _train._cache_size() - before == 1
+    assert single._cache_size() - before == 1
     assert hist.step.tolist() == [list(range(0, 57, 8)), list(range(0, 29, 4)), list(range(0, 15, 2))]
     for i, (h, n, r) in enumerate(zip(lrs, steps, every)):
         alone, h_alone = train(params, d, h, n, record_every=r)
         assert_trees_close(jax.tree.map(lambda x: x[i], finals), alone, rtol=1e-12)
         np.testing.assert_allclose(hist.train_loss[i], h_alone.train_loss, rtol=1e-12)
+    assert single._cache_size() - before == 1  # `train` runs the sweep's compiled program
     f_vmap, h_vmap = train_sweep(params, d, lrs, steps, record_every=every, mode="vmap")
     np.testing.assert_allclose(h_vmap.train_loss, hist.train_loss, rtol=1e-10)
     target = float(hist.train_loss[0, 3])
@@ -744,3 +748,21 @@ def test_equal_time_schedule_needs_whole_numbers():
     assert ex.equal_time_schedule([0.125, 0.5, 2.0], 64.0, 8.0) == ([512, 128, 32], [64, 16, 4])
     with pytest.raises(ValueError, match="whole numbers"):
         ex.equal_time_schedule([0.3], 64.0, 8.0)
+
+
+def test_training_with_sgd_takes_the_batches_stochastic_sgd_takes():
+    """One minibatch selector: `train(method="sgd")` and `stochastic.sgd` (random reshuffling from the same key)
+    visit the same batches, so three epochs end at the same parameters; a different key does not."""
+    from igr_tutorial.stochastic import sgd
+
+    d = blobs(n_train=24, seed=3)
+    params = init_mlp(jax.random.PRNGKey(2), SIZES, dtype=jnp.float64)
+    key, batch, epochs = jax.random.PRNGKey(11), 6, 3
+    final, _ = train(params, d, 0.3, epochs * 24 // batch, method="sgd", batch_size=batch, key=key)
+    batch_loss = lambda p, b: classification_loss(p, b[0], b[1])  # noqa: E731
+    data = (jnp.asarray(d.x_train), jnp.asarray(d.y_train))
+    iterates = sgd(batch_loss, params, data, 0.3, batch, epochs, key)
+    assert_trees_close(final, jax.tree.map(lambda x: x[-1], iterates), rtol=1e-12)
+    other = sgd(batch_loss, params, data, 0.3, batch, epochs, jax.random.PRNGKey(12))
+    gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(other)))
+    assert gap > 1e-6
