@@ -5,7 +5,6 @@ Not traceable: SciPy steps on the host."""
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
@@ -13,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._scan import is_array, leaf_dtype
+from ._pytree import Layout, Static, split_arrays
+from ._scan import leaf_dtype
 from ._types import PyTree
 from ._validate import check_int, check_times, require_concrete
 from .errors import FlowError
@@ -29,76 +29,8 @@ GRADIENT_FLOW_HINT = ("the flow may blow up (a loss unbounded below), or be very
 """What :func:`solve_ode` tells a reader whose gradient flow (of any modified loss) did not reach the end."""
 
 
-class _Layout:
-    """The structure, shapes and dtypes of a parameter pytree: how a flat vector (``ravel_pytree``'s order) maps
-    to it and back. Hashable, so that it can be a static argument of a compiled function."""
-
-    def __init__(self, params: PyTree):
-        leaves, self.treedef = jax.tree.flatten(params)
-        self.shapes = tuple(tuple(np.shape(leaf)) for leaf in leaves)
-        self.dtypes = tuple(jnp.result_type(leaf).name for leaf in leaves)
-        self.dtype = jnp.result_type(*leaves).name
-        self.sizes = tuple(math.prod(shape) for shape in self.shapes)
-
-    def _key(self):
-        return self.treedef, self.shapes, self.dtypes
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __eq__(self, other):
-        return isinstance(other, _Layout) and self._key() == other._key()
-
-    def ravel(self, tree: PyTree) -> jax.Array:
-        """The leaves of ``tree`` (this layout) flattened and concatenated, in the common dtype."""
-        return jnp.concatenate([jnp.ravel(leaf).astype(self.dtype) for leaf in jax.tree.leaves(tree)])
-
-    def unravel(self, x: jax.Array) -> PyTree:
-        """The pytree of one flat vector ``x``, each leaf in its own dtype (``jnp.split``, as ``ravel_pytree``)."""
-        pieces = jnp.split(x, np.cumsum(self.sizes)[:-1]) if len(self.sizes) > 1 else [x]
-        return jax.tree.unflatten(self.treedef, [p.reshape(s).astype(d)
-                                                 for p, s, d in zip(pieces, self.shapes, self.dtypes)])
-
-    def unravel_rows(self, rows: np.ndarray) -> PyTree:
-        """The pytree of the rows of ``rows`` (shape ``(T, n)``, on the host), each leaf with a leading axis ``T``."""
-        bounds = np.cumsum((0,) + self.sizes)
-        return jax.tree.unflatten(self.treedef, [
-            jnp.asarray(rows[:, a:b].reshape((rows.shape[0],) + s).astype(d))
-            for a, b, s, d in zip(bounds[:-1], bounds[1:], self.shapes, self.dtypes)
-        ])
-
-
-class _StaticArgs:
-    """The part of a field's ``args`` that is not an array (functions, ints, bools, the pytree structure of a loss
-    bound to its data), hashable by the structure and those leaves: a static argument of :func:`_rk_stages`."""
-
-    def __init__(self, treedef, leaves: tuple):
-        self.treedef, self.leaves = treedef, leaves
-
-    def __hash__(self):
-        return hash((self.treedef, self.leaves))
-
-    def __eq__(self, other):
-        return isinstance(other, _StaticArgs) and (self.treedef, self.leaves) == (other.treedef, other.leaves)
-
-
-def _split_args(args: Any) -> tuple[_StaticArgs, list]:
-    """``args`` as (static part, list of its array leaves): the arrays become arguments of the compiled field, so
-    new values of the same shapes (a learning rate, a strength, the data) reuse it."""
-    leaves, treedef = jax.tree.flatten(args)
-    static = _StaticArgs(treedef, tuple(None if is_array(leaf) else leaf for leaf in leaves))
-    try:
-        hash(static)
-    except TypeError as exc:
-        raise TypeError(
-            "solve_ode: every non-array part of the field's args (functions, ints, bools, pytree nodes) must be "
-            f"hashable, so that the compiled field can be reused: {exc}. Pass numbers as arrays (jnp.asarray)."
-        ) from exc
-    return static, [leaf for leaf in leaves if is_array(leaf)]
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _rk_stages(field, static: _StaticArgs, layout: _Layout, t, y, h, K, table, c, b, lo, hi, arrays):
+def _rk_stages(field, static: Static, layout: Layout, t, y, h, K, table, c, b, lo, hi, arrays):
     """Rows ``lo+1 … hi`` of the Runge–Kutta stages ``K`` of one step, on the device, in one call:
     ``K[r+1] = f(t + c[r]·h, y + h·Σⱼ table[r, j]·K[j])`` for ``r = lo … hi−1``, with ``f = field(·, ·, args)``
     evaluated in the parameters' dtypes on the flat vector of ``θ`` (``layout``). Returns ``(K, y + h·Kᵀb)``.
@@ -109,8 +41,7 @@ def _rk_stages(field, static: _StaticArgs, layout: _Layout, t, y, h, K, table, c
     one per stage; ``h = 0``, ``lo = 0``, ``hi = 1`` evaluates ``f(t, y)`` alone. The stages are combined in
     float64 when JAX's float64 is on (else float32).
     """
-    it = iter(arrays)
-    args = jax.tree.unflatten(static.treedef, [next(it) if leaf is None else leaf for leaf in static.leaves])
+    args = static.combine(arrays)
 
     def f(tt, x):
         return layout.ravel(field(tt.astype(layout.dtype), layout.unravel(x.astype(layout.dtype)), args)).astype(y.dtype)
@@ -277,7 +208,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     max_steps = check_int(max_steps, "max_steps", minimum=1, what="the most steps the solver may take")
     require_concrete("a flow (SciPy's adaptive ODE solver runs on the host)", params, args)
     _check_finite_start(params)
-    layout = _Layout(params)
+    layout = Layout(params)
     dtype = np.dtype(layout.dtype)
     t_eval = np.asarray(times.astype(dtype), dtype=np.float64)
     d_rtol, d_atol = _default_tolerances(params)
@@ -285,7 +216,7 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     atol = d_atol if atol is None else atol
     if t_eval.shape[0] == 1:
         return jax.tree.map(lambda p: jnp.asarray(p)[None], params)
-    static, arrays = _split_args(args)
+    static, arrays = split_arrays(args, "the field's args (solve_ode)")
     y0 = np.concatenate([np.ravel(np.asarray(leaf)).astype(np.float64) for leaf in jax.tree.leaves(params)])
     work = jax.dtypes.canonicalize_dtype(np.float64)  # float64 when JAX's float64 is on, else float32
 

@@ -4,8 +4,6 @@
 * the steps: :func:`descent_step` and :func:`sgd_step` (``θ − h·g``), :func:`rk4_step` (RK4 on the gradient
   flow), and :func:`epoch_permutation` (random reshuffling's order of the examples);
 * the divergence check :func:`raise_if_diverged`, done on concrete values only (skipped under a trace);
-* :func:`partition_arrays` / :func:`combine_arrays`: a pytree split into its array leaves (arguments of a
-  compiled function) and the rest (static), and put back together.
 """
 
 from __future__ import annotations
@@ -127,28 +125,3 @@ def raise_if_diverged(traj: PyTree, what: str, detail: str | Callable[[], str], 
             f"{what} diverged: the parameters became non-finite at {unit} {bad}{total} with {detail}. Use a smaller "
             f"learning rate{hint}, or pass allow_divergence=True to get the diverging trajectory."
         )
-
-
-def is_array(x: Any) -> bool:
-    """True for a JAX or NumPy array or NumPy scalar: the leaves a compiled function takes as arguments."""
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
-def partition_arrays(tree: PyTree) -> tuple[PyTree, PyTree]:
-    """``(arrays, rest)``: two copies of ``tree``, the first keeping only its array leaves (:func:`is_array`),
-    the second everything else (functions, ints, strings…), each with ``None`` in place of the other's leaves.
-
-    ``arrays`` can be passed to a ``jit`` as an argument and ``rest`` as a static argument (when its leaves and
-    pytree nodes are hashable, as a loss bound to its data by :func:`~igr_tutorial.train.train_loss_fn` is);
-    :func:`combine_arrays` puts them back together. (Equinox's ``partition(tree, is_array)``, written on
-    ``jax.tree``.)
-    """
-    arrays = jax.tree.map(lambda leaf: leaf if is_array(leaf) else None, tree)
-    rest = jax.tree.map(lambda leaf: None if is_array(leaf) else leaf, tree)
-    return arrays, rest
-
-
-def combine_arrays(arrays: PyTree, rest: PyTree) -> PyTree:
-    """The tree :func:`partition_arrays` split: each leaf taken from ``arrays`` where it is not ``None``,
-    else from ``rest``."""
-    return jax.tree.map(lambda a, r: r if a is None else a, arrays, rest, is_leaf=lambda x: x is None)

@@ -18,7 +18,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._random import random_normal
-from ._scan import combine_arrays, partition_arrays
+from ._pytree import Layout, split_arrays
 from ._types import Loss, PyTree
 from ._validate import check_int, check_scalar_loss
 from .errors import NotConvergedError
@@ -219,9 +219,8 @@ def hessian_top_eigenvalue(
     k = min(max_iters, n)
     key = jax.random.PRNGKey(0) if key is None else key
     v0 = random_normal(key, (n,), x.dtype)  # jax.random.normal's draw, compiled sooner
-    loss_arrays, loss_rest = partition_arrays(loss)
-    flat_loss = _FlatLoss(loss_rest, params)
-    theta, vec, hv, iters = _lanczos_top(flat_loss, loss_arrays, x, v0, k, n, jnp.asarray(tol, x.dtype))
+    flat_loss = _FlatLoss(loss, params)
+    theta, vec, hv, iters = _lanczos_top(flat_loss, flat_loss.arrays, x, v0, k, n, jnp.asarray(tol, x.dtype))
     theta, iters = float(theta), int(iters)
     # The residual ‖Hv − λv‖ is formed in NumPy, outside the compiled loop.
     residual = float(np.linalg.norm(np.asarray(hv, np.float64) - theta * np.asarray(vec, np.float64)))
@@ -240,43 +239,26 @@ def hessian_top_eigenvalue(
 
 
 class _FlatLoss:
-    """``loss`` as a function of the flattened parameter vector (the layout of ``ravel_pytree``).
+    """``loss`` as a function of the flattened parameter vector (:class:`~igr_tutorial._pytree.Layout`, the order
+    of ``ravel_pytree``): hashable by the loss's static part and the layout, so that ``jit`` compiles once per loss
+    and parameter layout rather than once per call. A loss that is a pytree holding arrays (such as
+    :func:`~igr_tutorial.nets.train_loss_fn`'s, which holds the training data) is split first
+    (:func:`~igr_tutorial._pytree.split_arrays`): :meth:`bind` puts its arrays back inside the compiled function,
+    where they are arguments, not constants baked into the program."""
 
-    Hashable by the loss and the parameters' structure, shapes and dtypes, so that ``jit`` compiles once
-    per loss and parameter layout rather than once per call. A loss that is a pytree holding arrays (such
-    as :func:`~igr_tutorial.train.train_loss_fn`'s, which holds the training data) is split first: ``loss``
-    here is the part without arrays, and :meth:`bind` puts the arrays back inside the compiled function, where
-    they are arguments, not constants baked into the program.
-    """
-
-    def __init__(self, loss, params):
-        leaves, self.treedef = jax.tree.flatten(params)
-        self.loss = loss
-        self.layout = tuple((tuple(jnp.shape(l)), jnp.result_type(l).name) for l in leaves)
-
-    def unravel(self, x):
-        # jnp.split, not static slices: the derivative of a slice is a pad, which jaxlib 0.10.2's CPU backend
-        # fused wrongly into a later reduction (a layer's block of Hv went missing from ‖Hv − λv‖ at ~17k
-        # parameters); the derivative of a split is a concatenate, as in jax.flatten_util.ravel_pytree.
-        sizes = [int(np.prod(shape, dtype=int)) for shape, _ in self.layout]
-        pieces = jnp.split(x, np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [x]
-        return jax.tree.unflatten(
-            self.treedef, [p.reshape(shape).astype(dtype) for p, (shape, dtype) in zip(pieces, self.layout)]
-        )
+    def __init__(self, loss: Loss, params: PyTree):
+        self.static, self.arrays = split_arrays(loss, "the loss")
+        self.layout = Layout(params)
 
     def bind(self, loss_arrays):
-        full = combine_arrays(loss_arrays, self.loss)
-        return lambda x: full(self.unravel(x))
+        full = self.static.combine(loss_arrays)
+        return lambda x: full(self.layout.unravel(x))
 
     def __hash__(self):
-        return hash((self.loss, self.treedef, self.layout))
+        return hash((self.static, self.layout))
 
     def __eq__(self, other):
-        return (
-            isinstance(other, _FlatLoss)
-            and self.loss == other.loss
-            and (self.treedef, self.layout) == (other.treedef, other.layout)
-        )
+        return isinstance(other, _FlatLoss) and (self.static, self.layout) == (other.static, other.layout)
 
 
 def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int = 100) -> jax.Array:
@@ -290,8 +272,8 @@ def hessian_trace(loss: Loss, params: PyTree, key: jax.Array, num_samples: int =
     check_scalar_loss(loss, params)
     x, _ = ravel_pytree(params)
     zs = jax.random.rademacher(key, (num_samples, x.shape[0]), dtype=x.dtype)
-    loss_arrays, loss_rest = partition_arrays(loss)
-    return _hutchinson(_FlatLoss(loss_rest, params), loss_arrays, x, zs)
+    flat_loss = _FlatLoss(loss, params)
+    return _hutchinson(flat_loss, flat_loss.arrays, x, zs)
 
 
 @functools.partial(jax.jit, static_argnums=0)

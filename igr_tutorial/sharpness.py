@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._pytree import split_arrays
 from ._runs import run_batch, run_mode
 from ._scan import leaf_dtype, rk4_step
 from ._types import Loss, PyTree
@@ -130,20 +131,12 @@ def _per_run(value: Any, name: str, runs: int, dtype: Any) -> np.ndarray:
     return np.broadcast_to(arr.reshape(-1), (runs,))
 
 
-def _split_loss(loss):
-    """``(array leaves, static part)`` of a loss: a pytree loss such as ``train_loss_fn``'s passes its data as
-    arguments of the compiled program (not as constants, which XLA compiles far more slowly); any other
-    callable is static."""
-    leaves, treedef = jax.tree.flatten(loss)
-    if leaves and all(isinstance(x, (jax.Array, np.ndarray)) for x in leaves):
-        return tuple(leaves), treedef
-    return (), loss
-
-
-def _trace_run(leaves, params, start, lr, beta, *, loss_static, steps, record_every, power_iters, method):
-    """One run of :func:`sharpness_trace`, the loss rebuilt from its array leaves and static part
-    (:func:`_split_loss`): the single-run program :func:`~igr_tutorial._runs.run_batch` loops, vmaps or shards."""
-    loss = jax.tree.unflatten(loss_static, leaves) if leaves else loss_static
+def _trace_run(loss_arrays, params, start, lr, beta, *, loss_static, steps, record_every, power_iters, method):
+    """One run of :func:`sharpness_trace`, the loss rebuilt from its arrays (a loss bound to its data passes the
+    data as arguments, not as constants, which XLA compiles far more slowly) and its static part
+    (:func:`~igr_tutorial._pytree.split_arrays`): the single-run program that
+    :func:`~igr_tutorial._runs.run_batch` loops, vmaps or shards."""
+    loss = loss_static.combine(loss_arrays)
     return _trace_one(loss, params, start, lr, beta, steps, record_every, power_iters, method)
 
 
@@ -204,10 +197,10 @@ def sharpness_trace(
     size = sum(int(np.prod(jnp.shape(x)[1:])) for x in jax.tree.leaves(params))
     starts = jnp.asarray(np.random.default_rng(seed).standard_normal((runs, size)), dtype)
     lr_arr, beta_arr = jnp.asarray(lrs_np, dtype), jnp.asarray(betas_np, dtype)
-    leaves, loss_static = _split_loss(loss)
+    loss_static, loss_arrays = split_arrays(loss, "the loss")
     static = dict(loss_static=loss_static, steps=steps, record_every=record_every, power_iters=power_iters,
                   method=method)
-    final, sharp, losses = run_batch(_trace_run, static, (leaves, params, starts, lr_arr, beta_arr),
+    final, sharp, losses = run_batch(_trace_run, static, (loss_arrays, params, starts, lr_arr, beta_arr),
                                      (None, 0, 0, 0, 0), mode=mode, devices=jax.devices()[:1])
     return SharpnessTrace(
         step=np.arange(steps // record_every + 1) * record_every,

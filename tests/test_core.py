@@ -241,21 +241,28 @@ def test_the_compilation_count_sees_a_fresh_jit_per_call():
     assert second
 
 
-def test_partition_arrays_splits_a_bound_loss_into_its_data_and_a_hashable_rest():
-    """_scan.partition_arrays/combine_arrays (equinox's partition/combine on jax.tree): the arrays go to a jit as
-    arguments, the rest (functions, ints, strings, pytree nodes) as a static, hashable argument."""
+def test_split_arrays_splits_a_bound_loss_into_its_data_and_a_hashable_rest():
+    """_pytree.split_arrays (equinox's partition/combine): the arrays go to a jit as arguments, the rest
+    (functions, ints, strings, pytree nodes) as a static, hashable argument; combine puts them back."""
+    from igr_tutorial._pytree import split_arrays
     from igr_tutorial.nets import _BoundLoss
 
     x, y = jnp.ones((4, 3)), jnp.zeros(4, dtype=jnp.int32)
     tree = (_BoundLoss(x, y, "tanh"), np.float64(0.5), 3, True, jnp.sin, None, {"a": np.arange(2.0), "f": "name"})
-    arrays, rest = _scan.partition_arrays(tree)
-    assert [type(a) for a in jax.tree.leaves(arrays)] == [type(x), type(y), np.float64, np.ndarray]
-    assert jax.tree.leaves(rest) == [3, True, jnp.sin, "name"]
-    assert rest[0].x is None and rest[0].y is None and rest[0].activation == "tanh"
-    hash(rest[:6])  # a static argument (a dict node, as in equinox, is not hashable: solve_ode hashes leaves)
-    # the same loss on other data of the same layout gives an equal rest: one compiled program serves both
-    assert _scan.partition_arrays(tree[:1])[1] == _scan.partition_arrays((_BoundLoss(x + 1, y, "tanh"),))[1]
-    back = _scan.combine_arrays(arrays, rest)
+    static, arrays = split_arrays(tree)
+    assert [type(a) for a in arrays] == [type(x), type(y), np.float64, np.ndarray]
+    assert [leaf for leaf in static.leaves if leaf is not None] == [3, True, jnp.sin, "name"]
+    hash(static)  # a static argument
+    # the same loss on other data of the same layout gives an equal static part: one compiled program serves both
+    assert split_arrays(tree[:1])[0] == split_arrays((_BoundLoss(x + 1, y, "tanh"),))[0]
+    assert split_arrays(tree[:1])[0] != split_arrays((_BoundLoss(x, y, "relu"),))[0]
+    back = static.combine(arrays)
     assert back[0].x is x and back[0].y is y and back[1:6] == tree[1:6]
     assert back[6]["a"] is tree[6]["a"] and back[6]["f"] == "name"
     assert jax.tree.structure(back) == jax.tree.structure(tree)
+    with pytest.raises(TypeError, match="must be hashable"):
+        split_arrays((np.arange(2), _Unhashable()))
+
+
+class _Unhashable:
+    __hash__ = None

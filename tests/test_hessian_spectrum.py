@@ -260,12 +260,8 @@ def test_curvature_hvps_run_at_full_float32_matmul_precision():
     W = jnp.ones((4, 3), jnp.float32)
     loss = lambda p: jnp.sum(jnp.tanh(W @ p) ** 2)  # noqa: E731
     x = jnp.ones(3, jnp.float32)
-    from igr_tutorial._scan import partition_arrays
-
-    arrays, rest = partition_arrays(loss)
-    jaxpr = jax.make_jaxpr(_hutchinson.__wrapped__, static_argnums=0)(
-        _FlatLoss(rest, x), arrays, x, jnp.ones((2, 3), jnp.float32)
-    )
+    flat = _FlatLoss(loss, x)
+    jaxpr = jax.make_jaxpr(_hutchinson.__wrapped__, static_argnums=0)(flat, flat.arrays, x, jnp.ones((2, 3), jnp.float32))
 
     def dots(jx):
         for eqn in jx.eqns:
