@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ._records import seed_grid
 from .stats import mean_se, t_quantile
 
 __all__ = [
@@ -87,21 +88,6 @@ def _by_width(results: dict) -> dict[int, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-def _seed_grid(runs: Sequence[dict], key: str, by: str = "lr"):
-    """``run[key]`` as an array ``(seeds, grid)`` (NaN for diverged runs) over the sorted values of ``run[by]``,
-    and the grid values at which some seed diverged."""
-    grid = sorted({r[by] for r in runs})
-    seeds = sorted({r["seed"] for r in runs})
-    values = np.full((len(seeds), len(grid)), np.nan)
-    diverged = set()
-    for r in runs:
-        if r["diverged"]:
-            diverged.add(r[by])
-        elif r.get(key) is not None:
-            values[seeds.index(r["seed"]), grid.index(r[by])] = float(r[key])
-    return np.array(grid), values, sorted(diverged)
-
-
 def _interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per column of ``values`` (seeds × grid): the mean over finite seeds and the half-width of its 95 %
     Student-t interval (NaN with fewer than two seeds), and the number of seeds."""
@@ -144,7 +130,7 @@ def _lambda_panel(ax, results: dict, key: str, label: str, *, logy: bool = True)
     """One line per width of the seed-mean of ``key`` vs ``λ``, with its 95 % interval; returns the lrs."""
     diverged, lrs_by_width, all_values = {}, {}, []
     for i, (width, runs) in enumerate(_by_width(results).items()):
-        lrs, values, div = _seed_grid(runs, key)
+        lrs, values, div = seed_grid(runs, key)
         m = runs[0]["m"]
         _band(ax, lrs * m / 4, values, color=_color(i), label=f"width {width} (m = {m:,})")
         diverged[width] = div
@@ -247,7 +233,7 @@ def plot_equal_loss(results: dict) -> Figure:
         runs = [dict(r, noise_drop=None if r.get("test_accuracy") is None or r["perturbed_accuracy"][-1] is None
                      else r["test_accuracy"] - r["perturbed_accuracy"][-1]) for r in runs]
         for ax, (key, ylabel, logy) in zip(axes, _EQUAL_LOSS_PANELS):
-            lrs, values, div = _seed_grid(runs, key)
+            lrs, values, div = seed_grid(runs, key)
             _band(ax, lrs, values, color=_color(i), label=f"width {width}")
             if key == "sharpness" and i == 0:
                 ax.plot(lrs, 2 / lrs, "k:", lw=1, label="2/h")

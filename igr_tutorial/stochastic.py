@@ -16,8 +16,11 @@ Averaged also over random partitions, the last term becomes ``(h/4)·(N−B)/(B(
 ``Γ = (1/N)·Σᵢ ‖∇ℓᵢ − ∇E‖²`` the per-example gradient variance: it grows like ``h/B``.
 
 A *batch loss* here is a function ``batch_loss(params, batch) -> scalar``: the mean loss over the examples of
-``batch``, a pytree of arrays whose leading axis indexes examples (e.g. ``(x, y)``). Data sets are pytrees of
-the same structure with ``N`` rows. Every loop is a compiled ``lax.scan``; sweeps over orderings are ``vmap``-ed.
+``batch``, a pytree of arrays whose leading axis indexes examples (e.g. ``(x, y)``). The training set, the
+argument ``examples`` of every function here, is a pytree of the same structure with ``N`` rows, e.g.
+``(data.x_train, data.y_train)`` of a :class:`~igr_tutorial.data.Dataset` (``data`` is a ``Dataset`` everywhere in
+the package; ``examples`` was called ``data`` in 0.1.0 and the old keyword still works, with a warning). The
+arguments after ``lr`` are keyword-only. Every loop is a compiled ``lax.scan``; sweeps over orderings are ``vmap``-ed.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._deprecation import keyword_only, renamed_arguments
 from ._ode import solve_ode
 from ._scan import descent_step, epoch_permutation, leaf_dtype, raise_if_diverged, scan_steps, sgd_step
 from ._types import Loss, PyTree
 from ._validate import check_int, check_learning_rate, check_scalar_loss, check_steps, is_traced
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
+_WHY = "`data` is a Dataset elsewhere in the package; here it is a pytree of examples"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -43,15 +48,16 @@ BatchLoss = Callable[[PyTree, PyTree], jax.Array]
 # --------------------------------------------------------------------------------------------------
 
 
-def num_examples(data: PyTree) -> int:
-    """The number ``N`` of examples in ``data`` (the common length of the leading axis of its arrays)."""
-    leaves = jax.tree.leaves(data)
+@renamed_arguments(_WHY, data="examples")
+def num_examples(examples: PyTree) -> int:
+    """The number ``N`` of examples in ``examples`` (the common length of the leading axis of its arrays)."""
+    leaves = jax.tree.leaves(examples)
     if not leaves:
-        raise ValueError("data must contain at least one array, e.g. a tuple (x, y) with one row per example.")
+        raise ValueError("examples must contain at least one array, e.g. a tuple (x, y) with one row per example.")
     sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
     if len(sizes) != 1 or -1 in sizes:
         raise ValueError(
-            f"every array in data must have the same leading (example) axis; got leading sizes {sorted(sizes)}."
+            f"every array in examples must have the same leading (example) axis; got leading sizes {sorted(sizes)}."
         )
     return sizes.pop()
 
@@ -68,19 +74,20 @@ def num_batches(num_examples: int, batch_size: int) -> int:
     return num_examples // int(batch_size)
 
 
-def split_batches(data: PyTree, batch_size: int, permutation: Any = None) -> PyTree:
-    """The ``m = N/B`` batches of ``data`` as a pytree with leading axes ``(m, B)``.
+@renamed_arguments(_WHY, data="examples")
+def split_batches(examples: PyTree, batch_size: int, permutation: Any = None) -> PyTree:
+    """The ``m = N/B`` batches of ``examples`` as a pytree with leading axes ``(m, B)``.
 
     With ``permutation`` (a permutation of ``range(N)``), the examples are reordered first: batch ``k`` holds
     examples ``permutation[k·B : (k+1)·B]``. Works inside ``jit``/``vmap`` for a traced permutation.
     """
-    n = num_examples(data)
+    n = num_examples(examples)
     m = num_batches(n, batch_size)
     if permutation is not None:
         if np.shape(permutation) != (n,):
             raise ValueError(f"permutation must have shape ({n},) (one index per example), got {np.shape(permutation)}.")
-        data = jax.tree.map(lambda x: jnp.asarray(x)[permutation], data)
-    return jax.tree.map(lambda x: jnp.reshape(x, (m, batch_size) + tuple(np.shape(x)[1:])), data)
+        examples = jax.tree.map(lambda x: jnp.asarray(x)[permutation], examples)
+    return jax.tree.map(lambda x: jnp.reshape(x, (m, batch_size) + tuple(np.shape(x)[1:])), examples)
 
 
 def all_permutations(n: int) -> np.ndarray:
@@ -153,7 +160,8 @@ def batch_gradient_variance(batch_loss: BatchLoss, batches: PyTree) -> Loss:
     return variance
 
 
-def expected_batch_gradient_variance(batch_loss: BatchLoss, data: PyTree, batch_size: int) -> Loss:
+@renamed_arguments(_WHY, data="examples")
+def expected_batch_gradient_variance(batch_loss: BatchLoss, examples: PyTree, batch_size: int) -> Loss:
     """``θ ↦ (N−B)/(B(N−1)) · Γ(θ)`` with ``Γ = (1/N)·Σᵢ ‖∇ℓᵢ − ∇E‖²``, ``ℓᵢ`` the loss on example ``i``.
 
     The mean of :func:`batch_gradient_variance` over uniformly random partitions of the ``N`` examples into
@@ -162,10 +170,10 @@ def expected_batch_gradient_variance(batch_loss: BatchLoss, data: PyTree, batch_
     ``(N−B)/(N−1)``). Smith et al. (2021), Sec. 2.2. It falls like ``1/B`` for ``B ≪ N`` and is zero at
     ``B = N``. ``batch_loss`` must be a mean over the batch, so that ``ℓᵢ = batch_loss(θ, example i)``.
     """
-    n = num_examples(data)
+    n = num_examples(examples)
     num_batches(n, batch_size)
     factor = (n - batch_size) / (batch_size * (n - 1)) if n > 1 else 0.0
-    singles = split_batches(data, 1)
+    singles = split_batches(examples, 1)
 
     def variance(params: PyTree) -> jax.Array:
         return factor * batch_gradient_variance(batch_loss, singles)(params)
@@ -173,15 +181,16 @@ def expected_batch_gradient_variance(batch_loss: BatchLoss, data: PyTree, batch_
     return variance
 
 
-def reshuffled_sgd_modified_loss(batch_loss: BatchLoss, data: PyTree, batch_size: int, lr: float) -> Loss:
+@renamed_arguments(_WHY, data="examples")
+def reshuffled_sgd_modified_loss(batch_loss: BatchLoss, examples: PyTree, batch_size: int, lr: float) -> Loss:
     """``θ ↦ E + (h/4)·‖∇E‖² + (h/4)·(N−B)/(B(N−1))·Γ``: SGD's modified loss averaged over random partitions.
 
     The mean of :func:`sgd_modified_loss` over the partitions drawn by random reshuffling (see
     :func:`expected_batch_gradient_variance`); Smith et al. (2021), Sec. 2.2. Chapter 8.
     """
     check_learning_rate(lr)
-    num_batches(num_examples(data), batch_size)
-    return _reshuffled_loss_traced(batch_loss, data, batch_size, lr)
+    num_batches(num_examples(examples), batch_size)
+    return _reshuffled_loss_traced(batch_loss, examples, batch_size, lr)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,16 +225,18 @@ def sgd_epoch(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _epoch_endpoints(batch_loss, params, data, lr, batch_size, permutations):
+def _epoch_endpoints(batch_loss, params, examples, lr, batch_size, permutations):
     def one(perm):
-        final, _ = _sgd_steps(batch_loss, params, split_batches(data, batch_size, perm), lr)
+        final, _ = _sgd_steps(batch_loss, params, split_batches(examples, batch_size, perm), lr)
         return final
 
     return jax.vmap(one)(permutations)
 
 
+@keyword_only(4, "batch_size", "permutations")
+@renamed_arguments(_WHY, data="examples")
 def sgd_epoch_endpoints(
-    batch_loss: BatchLoss, params: PyTree, data: PyTree, lr: float, batch_size: int, permutations: Any
+    batch_loss: BatchLoss, params: PyTree, examples: PyTree, lr: float, *, batch_size: int, permutations: Any
 ) -> PyTree:
     """The iterate after one SGD epoch from ``params``, for every row of ``permutations`` (one ``vmap``).
 
@@ -234,34 +245,36 @@ def sgd_epoch_endpoints(
     iterate of random reshuffling. Returns a pytree like ``params`` with a leading axis ``P``. Chapter 8.
     """
     check_learning_rate(lr)
-    n = num_examples(data)
+    n = num_examples(examples)
     num_batches(n, batch_size)
     perms = jnp.asarray(permutations)
     if perms.ndim != 2 or perms.shape[1] != n:
         raise ValueError(f"permutations must have shape (P, {n}) (one permutation per row), got {perms.shape}.")
-    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    return _epoch_endpoints(batch_loss, params, data, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), perms)
+    _check_batch_loss(batch_loss, params, split_batches(examples, batch_size))
+    return _epoch_endpoints(batch_loss, params, examples, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), perms)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _sgd_run(batch_loss, params, data, lr, batch_size, epochs, key):
-    n = num_examples(data)
+def _sgd_run(batch_loss, params, examples, lr, batch_size, epochs, key):
+    n = num_examples(examples)
 
     def epoch(p, e):
-        return _sgd_steps(batch_loss, p, split_batches(data, batch_size, epoch_permutation(key, e, n)), lr)[0]
+        return _sgd_steps(batch_loss, p, split_batches(examples, batch_size, epoch_permutation(key, e, n)), lr)[0]
 
     return scan_steps(epoch, params, jnp.arange(epochs), record=lambda p: p)[1]
 
 
+@keyword_only(4, "batch_size", "epochs", "key")
+@renamed_arguments(_WHY, data="examples")
 def sgd(
     batch_loss: BatchLoss,
     params: PyTree,
-    data: PyTree,
+    examples: PyTree,
     lr: float,
+    *,
     batch_size: int,
     epochs: int,
     key: jax.Array,
-    *,
     allow_divergence: bool = False,
 ) -> PyTree:
     """SGD with random reshuffling: every epoch a fresh permutation (from ``key``), then ``m = N/B`` steps.
@@ -269,43 +282,45 @@ def sgd(
     Returns the iterates at the end of every epoch, ``epochs + 1`` of them (``params`` first), with a
     leading axis. One compiled ``lax.scan`` over epochs of a ``lax.scan`` over batches; ``lr`` and ``key``
     are traced, so ``jax.vmap`` over keys averages many runs (chapter 8). The same update as
-    :func:`igr_tutorial.train.train` with ``method="sgd"``, for any batch loss and data pytree.
+    :func:`igr_tutorial.train.train` with ``method="sgd"``, for any batch loss and pytree of examples.
     """
     check_learning_rate(lr)
     epochs = check_steps(epochs)
-    n = num_examples(data)
+    n = num_examples(examples)
     num_batches(n, batch_size)
     if not is_traced(lr):
-        _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
-    traj = _sgd_run(batch_loss, params, data, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), epochs, key)
+        _check_batch_loss(batch_loss, params, split_batches(examples, batch_size))
+    traj = _sgd_run(batch_loss, params, examples, jnp.asarray(lr, leaf_dtype(params)), int(batch_size), epochs, key)
     if not allow_divergence:
         raise_if_diverged(traj, "SGD", lambda: f"lr={float(lr):g}", unit="record")
     return traj
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6))
-def _gd_sgd_reg(batch_loss, params, data, lr, reg_lr, batch_size, steps, key):
-    n = num_examples(data)
+def _gd_sgd_reg(batch_loss, params, examples, lr, reg_lr, batch_size, steps, key):
+    n = num_examples(examples)
 
     def step(p, i):
         perm = None if key is None else epoch_permutation(key, i, n)
-        batches = split_batches(data, batch_size, perm)
+        batches = split_batches(examples, batch_size, perm)
         g = jax.grad(_sgd_modified_loss_traced(batch_loss, batches, reg_lr))(p)  # E + (h_reg/4m)·Σₖ‖∇Êₖ‖²
         return descent_step(p, g, lr)
 
     return scan_steps(step, params, jnp.arange(steps))[0]
 
 
+@keyword_only(4, "reg_lr", "batch_size", "steps", "key")
+@renamed_arguments(_WHY, data="examples")
 def gd_with_sgd_regularizer(
     batch_loss: BatchLoss,
     params: PyTree,
-    data: PyTree,
+    examples: PyTree,
     lr: float,
+    *,
     reg_lr: float,
     batch_size: int,
     steps: int,
     key: jax.Array | None = None,
-    *,
     fixed_partition: bool = False,
     allow_divergence: bool = False,
 ) -> PyTree:
@@ -317,7 +332,7 @@ def gd_with_sgd_regularizer(
     (:func:`reshuffled_sgd_modified_loss`): the regularizer that random reshuffling puts on SGD, and not the
     variance of one partition, which a run could lower without lowering the variance of the others (so a
     variance measured afterwards on that partition would flatter it). ``fixed_partition=True`` regularizes the
-    partition in the data's order at every step instead (no ``key`` then). Each step costs about ``m``
+    partition in the order of the examples at every step instead (no ``key`` then). Each step costs about ``m``
     batch Hessian-vector products on top of the gradient, i.e. a few full-batch gradients. Smith, Dherin,
     Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). ``params``, ``lr``, ``reg_lr`` and ``key`` may be
     traced, so ``jax.vmap`` runs many seeds in one program. Returns the final parameters; raises
@@ -327,15 +342,15 @@ def gd_with_sgd_regularizer(
     check_learning_rate(lr)
     check_learning_rate(reg_lr, name="reg_lr")
     steps = check_steps(steps)
-    n = num_examples(data)
+    n = num_examples(examples)
     num_batches(n, batch_size)
     if fixed_partition and key is not None:
-        raise ValueError("fixed_partition=True regularizes the partition in the data's order: pass no key.")
+        raise ValueError("fixed_partition=True regularizes the partition in the order of the examples: pass no key.")
     if not fixed_partition and key is None:
         key = jax.random.PRNGKey(0)
-    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    _check_batch_loss(batch_loss, params, split_batches(examples, batch_size))
     dt = leaf_dtype(params)
-    final = _gd_sgd_reg(batch_loss, params, data, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
+    final = _gd_sgd_reg(batch_loss, params, examples, jnp.asarray(lr, dt), jnp.asarray(reg_lr, dt), int(batch_size),
                         steps, key)
     if not allow_divergence:
         raise_if_diverged(jax.tree.map(lambda x: x[None], final), "GD with the SGD regularizer",
@@ -349,11 +364,11 @@ def gd_with_sgd_regularizer(
 
 
 def _sgd_field(t, y, args):
-    batch_loss, data, batch_size, lr, reshuffled = args
+    batch_loss, examples, batch_size, lr, reshuffled = args
     if reshuffled:
-        loss = _reshuffled_loss_traced(batch_loss, data, batch_size, lr)
+        loss = _reshuffled_loss_traced(batch_loss, examples, batch_size, lr)
     else:
-        loss = _sgd_modified_loss_traced(batch_loss, split_batches(data, batch_size), lr)
+        loss = _sgd_modified_loss_traced(batch_loss, split_batches(examples, batch_size), lr)
     return jax.tree.map(jnp.negative, jax.grad(loss)(y))
 
 
@@ -365,21 +380,23 @@ def _sgd_modified_loss_traced(batch_loss, batches, lr):
     return loss
 
 
-def _reshuffled_loss_traced(batch_loss, data, batch_size, lr):
-    n = num_examples(data)
-    gd_tilde = _sgd_modified_loss_traced(batch_loss, split_batches(data, n), lr)
-    variance = expected_batch_gradient_variance(batch_loss, data, batch_size)
+def _reshuffled_loss_traced(batch_loss, examples, batch_size, lr):
+    n = num_examples(examples)
+    gd_tilde = _sgd_modified_loss_traced(batch_loss, split_batches(examples, n), lr)
+    variance = expected_batch_gradient_variance(batch_loss, examples, batch_size)
     return lambda params: gd_tilde(params) + lr / 4 * variance(params)
 
 
+@keyword_only(4, "batch_size", "times")
+@renamed_arguments(_WHY, data="examples")
 def sgd_modified_flow(
     batch_loss: BatchLoss,
     params: PyTree,
-    data: PyTree,
+    examples: PyTree,
     lr: float,
+    *,
     batch_size: int,
     times: Any,
-    *,
     reshuffled: bool = True,
     rtol: float | None = None,
     atol: float | None = None,
@@ -388,18 +405,18 @@ def sgd_modified_flow(
     """The gradient flow of SGD's modified loss, ``θ' = −∇E_SGD(θ)``, sampled at ``times``.
 
     ``reshuffled=True``: ``E_SGD`` = :func:`reshuffled_sgd_modified_loss` (averaged over random partitions,
-    what random reshuffling follows); ``False``: :func:`sgd_modified_loss` of the fixed partition of the data
+    what random reshuffling follows); ``False``: :func:`sgd_modified_loss` of the fixed partition of the examples
     in its order. One SGD epoch covers the time ``m·h`` (:func:`epoch_time`). Same solver and tolerances as
-    :func:`igr_tutorial.flows.gradient_flow` (SciPy's Dormand–Prince 8(5,3) in float64); ``lr`` and the data are
+    :func:`igr_tutorial.flows.gradient_flow` (SciPy's Dormand–Prince 8(5,3) in float64); ``lr`` and the examples are
     arguments of the compiled field, so a sweep over learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
     """
     check_learning_rate(lr)
-    n = num_examples(data)
+    n = num_examples(examples)
     num_batches(n, batch_size)
-    _check_batch_loss(batch_loss, params, split_batches(data, batch_size))
+    _check_batch_loss(batch_loss, params, split_batches(examples, batch_size))
     return solve_ode(
         _sgd_field, params, times,
-        (batch_loss, data, int(batch_size), jnp.asarray(lr, leaf_dtype(params)), bool(reshuffled)),
+        (batch_loss, examples, int(batch_size), jnp.asarray(lr, leaf_dtype(params)), bool(reshuffled)),
         rtol=rtol, atol=atol, max_steps=max_steps,
     )
 

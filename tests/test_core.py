@@ -206,9 +206,9 @@ TRAJECTORIES = {
     "heavy_ball": lambda lr: opt.heavy_ball(quadratic, THETA, lr, 0.5, 5),
     "sam_descent": lambda lr: opt.sam_descent(quadratic, THETA, lr, 0.05, 5),
     "sgd_epoch": lambda lr: st.sgd_epoch(_batch_loss, THETA, st.split_batches(_DATA, 4), lr),
-    "sgd_epoch_endpoints": lambda lr: st.sgd_epoch_endpoints(_batch_loss, THETA, _DATA, lr, 4, np.stack([np.arange(8)] * 2)),
-    "sgd": lambda lr: st.sgd(_batch_loss, THETA, _DATA, lr, 4, 2, jax.random.PRNGKey(0)),
-    "gd_with_sgd_regularizer": lambda lr: st.gd_with_sgd_regularizer(_batch_loss, THETA, _DATA, lr, lr, 4, 2),
+    "sgd_epoch_endpoints": lambda lr: st.sgd_epoch_endpoints(_batch_loss, THETA, _DATA, lr, batch_size=4, permutations=np.stack([np.arange(8)] * 2)),
+    "sgd": lambda lr: st.sgd(_batch_loss, THETA, _DATA, lr, batch_size=4, epochs=2, key=jax.random.PRNGKey(0)),
+    "gd_with_sgd_regularizer": lambda lr: st.gd_with_sgd_regularizer(_batch_loss, THETA, _DATA, lr, reg_lr=lr, batch_size=4, steps=2),
 }
 
 

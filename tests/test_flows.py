@@ -518,7 +518,7 @@ FLOWS = {
     "modified_flow": lambda k: igr.modified_flow(_quartic_bowl, _STARTS[k][0], 0.1 + k, TIMES),
     "penalized_gradient_flow": lambda k: optimizers.penalized_gradient_flow(_sextic_bowl, _STARTS[k][1], 0.05 + k, TIMES),
     "sgd_modified_flow": lambda k: stochastic.sgd_modified_flow(
-        _sgd_batch_loss, _STARTS[k][0], _OTHER_DATA if k else _SGD_DATA, 0.1 + k, 4, TIMES[:5]),
+        _sgd_batch_loss, _STARTS[k][0], _OTHER_DATA if k else _SGD_DATA, 0.1 + k, batch_size=4, times=TIMES[:5]),
 }
 
 

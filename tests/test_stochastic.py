@@ -219,7 +219,7 @@ def test_sgd_epoch_matches_a_numpy_loop():
 def test_epoch_endpoints_are_the_epochs_of_each_permutation():
     h, B = 0.07, 3
     perms = st.all_permutations(N)[::97]
-    ends = st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, h, B, perms)
+    ends = st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=B, permutations=perms)
     for j, p in enumerate(perms):
         one = st.sgd_epoch(fact_batch_loss, THETA_F, st.split_batches(FACT_DATA, B, p), h)[-1]
         np.testing.assert_allclose(np.asarray(ends[j]), np.asarray(one), rtol=1e-13)
@@ -227,13 +227,13 @@ def test_epoch_endpoints_are_the_epochs_of_each_permutation():
 
 def test_sgd_reshuffles_every_epoch_and_is_full_batch_gd_at_B_equal_N():
     h, key = 0.05, jax.random.PRNGKey(4)
-    run = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, 2, 3, key)
+    run = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=2, epochs=3, key=key)
     theta = THETA_F
     for e in range(3):
         perm = jax.random.permutation(jax.random.fold_in(key, e), N)
         theta = st.sgd_epoch(fact_batch_loss, theta, st.split_batches(FACT_DATA, 2, perm), h)[-1]
         np.testing.assert_allclose(np.asarray(run[e + 1]), np.asarray(theta), rtol=1e-13)
-    full = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, N, 5, key)
+    full = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=N, epochs=5, key=key)
     E = st.full_loss(fact_batch_loss, st.split_batches(FACT_DATA, N))
     np.testing.assert_allclose(np.asarray(full), np.asarray(igr.gradient_descent(E, THETA_F, h, 5)), rtol=1e-12)
 
@@ -248,9 +248,9 @@ def _one_epoch_errors(hs, B, reshuffled):
         perms = np.array([np.concatenate([np.arange(k * B, (k + 1) * B) for k in order]) for order in st.all_permutations(m)])
     out = []
     for h in hs:
-        mean = np.asarray(st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, h, B, perms)).mean(0)
+        mean = np.asarray(st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=B, permutations=perms)).mean(0)
         ts = jnp.array([0.0, st.epoch_time(h, N, B)])
-        f_sgd = st.sgd_modified_flow(fact_batch_loss, THETA_F, FACT_DATA, h, B, ts, reshuffled=reshuffled)[-1]
+        f_sgd = st.sgd_modified_flow(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=B, times=ts, reshuffled=reshuffled)[-1]
         f_gd = igr.modified_flow(E, THETA_F, h, ts)[-1]
         f_0 = igr.gradient_flow(E, THETA_F, ts)[-1]
         out.append([np.linalg.norm(mean - np.asarray(f)) for f in (f_sgd, f_gd, f_0)])
@@ -275,19 +275,19 @@ def test_sgd_modified_flow_with_one_batch_is_gd_modified_flow():
     h = 0.05
     ts = jnp.linspace(0.0, 1.0, 5)
     E = st.full_loss(fact_batch_loss, st.split_batches(FACT_DATA, N))
-    a = st.sgd_modified_flow(fact_batch_loss, THETA_F, FACT_DATA, h, N, ts)
+    a = st.sgd_modified_flow(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=N, times=ts)
     b = igr.modified_flow(E, THETA_F, h, ts)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10)
 
 
 def test_gd_with_sgd_regularizer_is_gd_on_the_modified_loss():
     lr, reg_lr, B, steps = 0.02, 0.3, 2, 25
-    fixed = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps, fixed_partition=True)
+    fixed = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=steps, fixed_partition=True)
     L = st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, B), reg_lr)
     np.testing.assert_allclose(np.asarray(fixed), np.asarray(igr.gradient_descent(L, THETA_F, lr, steps)[-1]), rtol=1e-12)
     # with a fresh partition per step: the first step is GD on that step's partition
     key = jax.random.PRNGKey(9)
-    one = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, 1, key)
+    one = st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=1, key=key)
     perm = jax.random.permutation(jax.random.fold_in(key, 0), N)
     L0 = st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, B, perm), reg_lr)
     np.testing.assert_allclose(np.asarray(one), np.asarray(THETA_F - lr * jax.grad(L0)(THETA_F)), rtol=1e-13)
@@ -310,14 +310,14 @@ def test_gd_with_sgd_regularizer_draws_fresh_partitions_by_default():
     that same partition: the run had minimized exactly the quantity its bar showed. Fails on that code.
     """
     lr, reg_lr, B, steps = 0.02, 0.3, 2, 6
-    default = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps))
+    default = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=steps))
     expected = _gd_on_fresh_partitions_numpy(lr, reg_lr, B, steps, jax.random.PRNGKey(0))
     np.testing.assert_allclose(default, expected, rtol=1e-12)
-    fixed = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, steps,
+    fixed = np.asarray(st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=steps,
                                                   fixed_partition=True))
     assert np.linalg.norm(default - fixed) > 1e-6, "the default must not be the fixed partition"
     with pytest.raises(ValueError, match="fixed_partition"):
-        st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr, B, 1, jax.random.PRNGKey(1),
+        st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=1, key=jax.random.PRNGKey(1),
                                    fixed_partition=True)
 
 
@@ -326,10 +326,10 @@ def test_gd_with_sgd_regularizer_vmaps_over_seeds():
     lr, reg_lr, B, steps = 0.02, 0.3, 3, 5
     inits = jnp.stack([THETA_F, THETA_F + 0.1, THETA_F - 0.2])
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
-    run = jax.vmap(lambda p, k: st.gd_with_sgd_regularizer(fact_batch_loss, p, FACT_DATA, lr, reg_lr, B, steps, k))
+    run = jax.vmap(lambda p, k: st.gd_with_sgd_regularizer(fact_batch_loss, p, FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=steps, key=k))
     out = np.asarray(run(inits, keys))
     for j in range(3):
-        one = st.gd_with_sgd_regularizer(fact_batch_loss, inits[j], FACT_DATA, lr, reg_lr, B, steps, keys[j])
+        one = st.gd_with_sgd_regularizer(fact_batch_loss, inits[j], FACT_DATA, lr, reg_lr=reg_lr, batch_size=B, steps=steps, key=keys[j])
         np.testing.assert_allclose(out[j], np.asarray(one), rtol=1e-12)
 
 
@@ -341,21 +341,21 @@ def test_gd_with_sgd_regularizer_vmaps_over_seeds():
 @pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
 def test_bad_learning_rates_are_rejected(lr):
     with pytest.raises(ValueError, match="lr"):
-        st.sgd(fact_batch_loss, THETA_F, FACT_DATA, lr, 2, 1, jax.random.PRNGKey(0))
+        st.sgd(fact_batch_loss, THETA_F, FACT_DATA, lr, batch_size=2, epochs=1, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="lr"):
         st.sgd_modified_loss(fact_batch_loss, st.split_batches(FACT_DATA, 2), lr)
 
 
 def test_divergence_is_reported():
     with pytest.raises(igr.DivergenceError, match="smaller learning rate"):
-        st.sgd(lsq_batch_loss, THETA_L * 1e3, LSQ_DATA, 1e3, 2, 200, jax.random.PRNGKey(0))
+        st.sgd(lsq_batch_loss, THETA_L * 1e3, LSQ_DATA, 1e3, batch_size=2, epochs=200, key=jax.random.PRNGKey(0))
     with pytest.raises(igr.DivergenceError):
-        st.gd_with_sgd_regularizer(lsq_batch_loss, THETA_L * 1e3, LSQ_DATA, 1e3, 0.1, 2, 400)
+        st.gd_with_sgd_regularizer(lsq_batch_loss, THETA_L * 1e3, LSQ_DATA, 1e3, reg_lr=0.1, batch_size=2, steps=400)
 
 
 def test_bad_permutations_and_losses_are_rejected():
     with pytest.raises(ValueError, match="permutations"):
-        st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, 0.1, 2, np.zeros((3, 5), int))
+        st.sgd_epoch_endpoints(fact_batch_loss, THETA_F, FACT_DATA, 0.1, batch_size=2, permutations=np.zeros((3, 5), int))
     with pytest.raises(ValueError, match="scalar"):
         st.sgd_epoch(lambda p, b: b[0] * p[0], THETA_F, st.split_batches(FACT_DATA, 2), 0.1)
 
@@ -363,3 +363,24 @@ def test_bad_permutations_and_losses_are_rejected():
 def test_epoch_time():
     assert st.epoch_time(0.1, 6, 2) == pytest.approx(0.3)
     assert math.isclose(st.finite_population_factor(6, 6), 0.0)
+
+
+def test_old_spellings_of_the_sgd_functions_still_work_with_a_warning():
+    """0.1.0's calls (everything by position, the examples as data=) give the new calls' results, each with a
+    DeprecationWarning that names the keywords; a clash or one positional argument too many is a TypeError."""
+    key, h, B = jax.random.PRNGKey(3), 0.1, 2
+    new = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, batch_size=B, epochs=2, key=key)
+    with pytest.warns(DeprecationWarning, match="pass batch_size=, epochs=, key= by keyword"):
+        old = st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, B, 2, key)
+    np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+    with pytest.warns(DeprecationWarning, match="data= is now called examples="):
+        renamed = st.sgd(fact_batch_loss, THETA_F, data=FACT_DATA, lr=h, batch_size=B, epochs=2, key=key)
+    np.testing.assert_array_equal(np.asarray(renamed), np.asarray(new))
+    with pytest.warns(DeprecationWarning, match="pass reg_lr=, batch_size=, steps= by keyword"):
+        st.gd_with_sgd_regularizer(fact_batch_loss, THETA_F, FACT_DATA, h, 0.05, B, 1)
+    with pytest.raises(TypeError, match="both by position and as batch_size="):
+        st.sgd(fact_batch_loss, THETA_F, FACT_DATA, h, B, batch_size=B, epochs=2, key=key)
+    with pytest.raises(TypeError, match="takes 4 positional arguments"):
+        st.sgd_modified_flow(fact_batch_loss, THETA_F, FACT_DATA, h, B, np.linspace(0, 1, 3), True)
+    with pytest.raises(TypeError, match="both data= and its new name examples="):
+        st.split_batches(data=FACT_DATA, examples=FACT_DATA, batch_size=B)

@@ -761,8 +761,8 @@ def test_training_with_sgd_takes_the_batches_stochastic_sgd_takes():
     final, _ = train(params, d, 0.3, epochs * 24 // batch, method="sgd", batch_size=batch, key=key)
     batch_loss = lambda p, b: classification_loss(p, b[0], b[1])  # noqa: E731
     data = (jnp.asarray(d.x_train), jnp.asarray(d.y_train))
-    iterates = sgd(batch_loss, params, data, 0.3, batch, epochs, key)
+    iterates = sgd(batch_loss, params, data, 0.3, batch_size=batch, epochs=epochs, key=key)
     assert_trees_close(final, jax.tree.map(lambda x: x[-1], iterates), rtol=1e-12)
-    other = sgd(batch_loss, params, data, 0.3, batch, epochs, jax.random.PRNGKey(12))
+    other = sgd(batch_loss, params, data, 0.3, batch_size=batch, epochs=epochs, key=jax.random.PRNGKey(12))
     gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(other)))
     assert gap > 1e-6
