@@ -206,6 +206,18 @@ def print_sizes(stream=None) -> None:
         print(f"note: {why}", file=stream)
 
 
+def _repository_check_gpu():
+    """``tools/check_gpu.check_gpu`` of the repository this runs from (the current folder or ``PYTHONPATH``), or
+    ``None`` outside a clone: the command is the repository's, not the wheel's."""
+    import importlib
+
+    try:
+        module = importlib.import_module("tools.check_gpu")
+    except ImportError:
+        return None
+    return getattr(module, "check_gpu", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -217,8 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.command == "check-gpu":
-        from .check_gpu import check_gpu
-
+        check_gpu = _repository_check_gpu()
+        if check_gpu is None:
+            parser.exit(2, f"{parser.prog}: error: check-gpu runs the book's notebooks, which the installed package does "
+                           "not contain: run it from a clone of the repository (git clone the book, cd into it, then "
+                           "python -m igr_tutorial check-gpu), or put the clone on PYTHONPATH.\n")
         try:
             report = check_gpu(args.book, args.out, size=args.size, chapters=args.chapters, timeout_s=args.timeout,
                                jobs=args.jobs,

@@ -65,7 +65,7 @@ def test_the_report_names_device_precision_size_data_and_the_paper_step(report):
 
 
 def test_chapter_script_keeps_code_and_comments_out_magics(tmp_path):
-    from igr_tutorial.check_gpu import chapter_script
+    from tools.check_gpu import chapter_script
 
     nb = tmp_path / "01_x.ipynb"
     nb.write_text(_notebook("%matplotlib inline\nx = 1", "!pip install foo\nprint(x)"))
@@ -92,7 +92,20 @@ def test_no_chapters_is_a_clear_error(tmp_path):
 
 
 def test_jobs_must_be_positive(tmp_path):
-    from igr_tutorial.check_gpu import check_gpu
+    from tools.check_gpu import check_gpu
 
     with pytest.raises(ValueError, match="jobs must be a positive number"):
         check_gpu(tmp_path, tmp_path / "r.json", jobs=0)
+
+
+def test_outside_a_clone_the_command_says_to_run_it_from_one(tmp_path):
+    """The wheel holds no check-gpu (it runs the book's notebooks): from a folder that is not a clone, with only the
+    package importable, the command exits 2 and says where to run it."""
+    only_the_package = tmp_path / "site"
+    only_the_package.mkdir()
+    (only_the_package / "igr_tutorial").symlink_to(ROOT / "igr_tutorial")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(only_the_package)}
+    proc = subprocess.run([sys.executable, "-m", "igr_tutorial", "check-gpu", "--book", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "run it from a clone of the repository" in proc.stderr

@@ -159,6 +159,7 @@ def test_the_installed_package_is_the_working_tree_code(colab):
     for source in (ROOT / "igr_tutorial").glob("*.py"):
         installed_file = os.path.join(package, source.name)
         assert open(installed_file, "rb").read() == source.read_bytes(), f"{source.name} differs from the working tree"
+    assert os.path.isfile(os.path.join(package, "py.typed")), "the wheel lacks py.typed (PEP 561): type checkers ignore it"
 
 @pytest.mark.network
 def test_the_setup_cell_does_nothing_once_the_package_is_present(colab):

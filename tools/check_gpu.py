@@ -1,7 +1,7 @@
 """``python -m igr_tutorial check-gpu``: run every chapter's code on this machine's accelerator and report.
 
 For each chapter notebook ``book/NN_*.ipynb`` the code cells are joined into one script and run in a fresh
-Python process with ``IGR_TUTORIAL_SIZE`` set (default: the size :func:`~igr_tutorial.experiments.select_size`
+Python process with ``IGR_TUTORIAL_SIZE`` set (default: the size :func:`~igr_tutorial.sizes.select_size`
 picks here, ``gpu`` on an accelerator). The chapters' own assertions are the checks: a chapter passes when its
 script exits cleanly. The report also times one step of the ``paper`` learning-rate sweep (9 learning rates,
 width 800, depth 4, MNIST's shape) and converts it to TFLOP/s.
@@ -9,6 +9,10 @@ width 800, depth 4, MNIST's shape) and converts it to TFLOP/s.
 Works offline: the ``gpu`` size generates its data, and the ``paper`` timing uses MNIST only when it is already
 in the cache (:func:`~igr_tutorial.data.cache_directory`), else random data of MNIST's shape; the report says
 which. The suite tests the command on a CPU; the Performance page shows the last report stored in the book.
+
+It lives beside the repository's tools, not in the wheel: it runs the book's notebooks, which the wheel does not
+contain. ``python -m igr_tutorial check-gpu`` finds it when run from a clone of the repository (or with the clone
+on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def _mnist_shaped_data(num_train: int) -> tuple[Any, str]:
     """MNIST from the cache when it is there (no download), else random data of its shape."""
     import numpy as np
 
-    from .data import Dataset, cache_directory, load_mnist
+    from igr_tutorial.data import Dataset, cache_directory, load_mnist
 
     if (cache_directory() / "train-images-idx3-ubyte.gz").exists():
         try:
@@ -93,8 +97,8 @@ def paper_step_cost(width: int = 800, depth: int = 4, num_train: int = 60000, st
     import jax
     import numpy as np
 
-    from .nets import init_mlp
-    from .train import stacked_init, train_sweep
+    from igr_tutorial.nets import init_mlp
+    from igr_tutorial.train import stacked_init, train_sweep
 
     data, source = _mnist_shaped_data(num_train)
     sizes = [784] + [width] * depth + [10]
@@ -129,7 +133,7 @@ def check_gpu(book: pathlib.Path, out: pathlib.Path, *, size: str | None = None,
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
 
-    from .experiments import data_source, device_info, select_size
+    from igr_tutorial.sizes import data_source, device_info, select_size
 
     book = pathlib.Path(book)
     notebooks = sorted(book.glob("[0-9][0-9]_*.ipynb"))
