@@ -204,9 +204,9 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     early: a step size below float64's resolution (a blow-up or a very stiff flow), more than ``max_steps``
     accepted steps, or a non-finite state.
     """
+    require_concrete("a flow (SciPy's adaptive ODE solver runs on the host)", params, times, args)
     times = check_times(times)
     max_steps = check_int(max_steps, "max_steps", minimum=1, what="the most steps the solver may take")
-    require_concrete("a flow (SciPy's adaptive ODE solver runs on the host)", params, args)
     _check_finite_start(params)
     layout = Layout(params)
     dtype = np.dtype(layout.dtype)

@@ -20,7 +20,8 @@ from jax import lax
 from ._deprecation import renamed_arguments
 from ._scan import leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
-from ._validate import check_learning_rate, check_lrs, check_momentum, check_nonnegative, check_scalar_loss, check_steps
+from ._validate import (check_learning_rate, check_lrs, check_momentum, check_nonnegative, check_scalar_loss, check_steps,
+                        is_traced)
 from .curvature import hvp
 from .sharpness import _num_runs, _per_run
 
@@ -181,7 +182,7 @@ def adam_sweep(
     check_lrs(lr_np)
     for b in (*b1_np, *b2_np):
         check_momentum(b)
-    if np.any(steps_np < 0):
+    if not is_traced(steps_np) and np.any(steps_np < 0):
         raise ValueError("steps must be >= 0.")
     for name, e in (("eps", eps), ("eps_root", eps_root)):
         check_nonnegative(e, name, "added to Adam's denominator", traced=False)

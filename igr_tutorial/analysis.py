@@ -1,4 +1,7 @@
-"""Measuring errors between trajectories and their order of convergence (chapters 1 and 2)."""
+"""Measuring errors between trajectories and their order of convergence (chapters 1 and 2).
+
+Host functions: they read computed trajectories with NumPy and return NumPy arrays and Python floats, so they are
+not traceable (a clear ``TypeError`` inside ``jax.jit``, ``jax.vmap`` or ``jax.grad``); call them on the results."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import jax
 import numpy as np
 
 from ._types import PyTree
+from ._validate import require_concrete
 
 __all__ = [
     "convergence_order",
@@ -18,6 +22,7 @@ __all__ = [
 
 def trajectory_error(a: PyTree, b: PyTree) -> np.ndarray:
     """Euclidean distance ``‖aₙ − bₙ‖`` at every time index of two trajectories (leading time axis)."""
+    require_concrete("trajectory_error (NumPy, on computed trajectories)", a, b)
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     if jax.tree.structure(a) != jax.tree.structure(b):
         raise ValueError("the two trajectories must have the same pytree structure.")
@@ -33,6 +38,7 @@ def trajectory_error(a: PyTree, b: PyTree) -> np.ndarray:
 
 def global_error(a: PyTree, b: PyTree) -> float:
     """``maxₙ ‖aₙ − bₙ‖``: the largest distance between two trajectories over their common times."""
+    require_concrete("global_error (NumPy, on computed trajectories)", a, b)
     return float(np.max(trajectory_error(a, b)))
 
 
@@ -42,6 +48,7 @@ def convergence_order(step_sizes: Any, errors: Any) -> float:
     An error that behaves like ``C·hᵖ`` gives ``p``. Raises ``ValueError`` for fewer than two points or for
     non-positive values (which have no logarithm).
     """
+    require_concrete("convergence_order (a NumPy least-squares fit)", step_sizes, errors)
     h = np.asarray(step_sizes, dtype=float)
     e = np.asarray(errors, dtype=float)
     if h.shape != e.shape or h.ndim != 1 or h.size < 2:

@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from ._random import random_normal
 from ._pytree import Layout, split_arrays
 from ._types import Loss, PyTree
-from ._validate import check_int, check_scalar_loss
+from ._validate import check_int, check_scalar_loss, require_concrete
 from .errors import NotConvergedError
 from .tree import tree_sq_norm, tree_vdot
 
@@ -206,8 +206,10 @@ def hessian_top_eigenvalue(
     If the tolerance is not met, ``on_failure="raise"`` raises :class:`NotConvergedError` with the residual
     reached; ``"warn"`` warns and ``"ignore"`` returns the estimate with ``converged=False``. Chapter 5
     (Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
+    Not traceable (the convergence check and the residual run on the host): a traced argument raises ``TypeError``; inside ``jit`` use :func:`power_iteration_step`.
     """
 
+    require_concrete("hessian_top_eigenvalue (its convergence check runs on the host)", params, key)
     if on_failure not in ("raise", "warn", "ignore"):
         raise ValueError(f"on_failure must be 'raise', 'warn' or 'ignore', got {on_failure!r}.")
     max_iters = check_int(max_iters, "max_iters", minimum=1, what="the cap on Lanczos steps")

@@ -29,7 +29,8 @@ from ._ode import GRADIENT_FLOW_HINT, solve_ode
 from ._scan import descent_step, first_nonfinite_step, leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
 from ._deprecation import deprecated_alias
-from ._validate import check_learning_rate, check_lrs, check_nonnegative, check_order as _check_order, check_scalar_loss, check_steps
+from ._validate import (check_learning_rate, check_lrs, check_nonnegative, check_order as _check_order, check_scalar_loss,
+                        check_steps, require_concrete)
 from .errors import DivergenceError, FlowError  # noqa: F401  (also importable from here, as before)
 from .curvature import hvp, third_derivative_contraction
 from .modified import penalized_gradient
@@ -213,7 +214,11 @@ def _field(t, y, args):
     return modified_vector_field(loss, y, lr, order)
 
 
+_HOST_FLOW = "a flow (SciPy's adaptive ODE solver runs on the host)"
+
+
 def _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps) -> PyTree:
+    require_concrete(_HOST_FLOW, params, times, lr)
     check_scalar_loss(loss, params)
     return solve_ode(
         _field, params, times, (loss, jnp.asarray(lr, dtype=leaf_dtype(params)), int(order)),
@@ -239,6 +244,7 @@ def gradient_flow(
     relative) and ``rtol=1e-6, atol=1e-8`` in float32. Returns the pytree of ``params`` with a leading
     axis of length ``len(times)``. Raises :class:`FlowError` if the solver cannot reach ``times[-1]`` (a
     blow-up, or more than ``max_steps`` steps). Call it outside ``jit``/``vmap``. Chapter 1.
+    Not traceable (SciPy steps on the host): a traced argument raises ``TypeError``.
     """
     return _solve_flow(loss, params, times, 0.0, 0, rtol, atol, max_steps)
 
@@ -263,7 +269,9 @@ def modified_flow(
     within ``O(lr^(order+1))`` of this flow at times ``t = n·lr`` over a fixed horizon. Same solver and
     tolerances as :func:`gradient_flow`; the field is compiled once per loss, parameter shape and ``order``, and
     ``lr`` is an argument of it, so a sweep over learning rates compiles once. Chapters 2 and 3.
+    Not traceable (SciPy steps on the host): a traced argument raises ``TypeError``.
     """
+    require_concrete(_HOST_FLOW, lr)
     check_learning_rate(lr)
     order = _check_order(order)
     return _solve_flow(loss, params, times, lr, order, rtol, atol, max_steps)
@@ -286,6 +294,7 @@ def penalized_gradient_flow(
     :func:`~igr_tutorial.momentum.momentum_regularization_strength` is heavy ball's. Same adaptive solver and
     tolerances as :func:`gradient_flow`. Not traceable (SciPy steps on the host). Chapters 3 and 9.
     """
+    require_concrete(_HOST_FLOW, strength)
     check_nonnegative(strength, "strength", "the coefficient of ‖∇E‖²", traced=False)
     return _solve_flow(loss, params, times, 4 * jnp.asarray(strength), 1, rtol, atol, max_steps)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._scan import leaf_dtype, raise_if_diverged, scan_steps
 from ._types import Loss, PyTree
@@ -133,7 +132,7 @@ def flow_matched_velocity(loss: Loss, params: PyTree, lr: float, beta: float) ->
     return jax.tree.map(lambda g: -eta * g, jax.grad(loss)(params))
 
 
-def heavy_ball_spectral_radius(lr: Any, beta: float, eigenvalue: Any) -> np.ndarray:
+def heavy_ball_spectral_radius(lr: Any, beta: float, eigenvalue: Any) -> jax.Array:
     """``max |r|`` over the roots of ``r² − (1 + β − hλ)·r + β = 0``: heavy ball's growth factor per step on
     ``E = ½λθ²`` (for ``λ ≥ 0``).
 
@@ -142,10 +141,9 @@ def heavy_ball_spectral_radius(lr: Any, beta: float, eigenvalue: Any) -> np.ndar
     arguments broadcast. Chapter 9.
     """
     check_momentum(beta)
-    b = 1.0 + beta - np.asarray(lr, dtype=float) * np.asarray(eigenvalue, dtype=float)
-    disc = np.asarray(b * b - 4.0 * beta, dtype=complex)
-    root = np.sqrt(disc)
-    return np.maximum(np.abs((b + root) / 2.0), np.abs((b - root) / 2.0))
+    b = 1.0 + beta - jnp.asarray(lr) * jnp.asarray(eigenvalue)
+    root = jnp.sqrt(jax.lax.complex(b * b - 4.0 * beta, jnp.zeros_like(b)))  # complex roots when b² < 4β
+    return jnp.maximum(jnp.abs((b + root) / 2.0), jnp.abs((b - root) / 2.0))
 
 
 def heavy_ball_stability_limit(lr: float, beta: float) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from ._validate import require_concrete
 from .data import Dataset
 from .nets import accuracy, mlp_apply
 
@@ -30,6 +31,7 @@ def perturbed_accuracy(
 
     Returns an array of shape ``(len(sigmas),)``, each entry averaged over ``num_draws`` noise draws; the same
     ``num_draws`` draws of ``ε`` (drawn from ``key``) serve every ``σ``. One run of :func:`perturbed_accuracies`.
+    Not traceable (NumPy results): a traced argument raises ``TypeError``.
     """
     stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
     return perturbed_accuracies(stacked, data, sigmas, jnp.asarray(key)[None], num_draws, activation)[0]
@@ -50,7 +52,9 @@ def perturbed_accuracies(
     relative to each network's weight scale). Returns an array ``(runs, k)``. Each run's noise is one Gaussian draw of shape
     ``(num_draws, m)`` over its ``m`` flattened parameters: XLA compiles every random draw of a program
     separately, and a draw per layer took most of the compile time (chapters 6 and 7).
+    Not traceable (NumPy results): a traced argument raises ``TypeError``.
     """
+    require_concrete("perturbed_accuracies (it returns NumPy arrays)", stacked_params, sigmas, keys)
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     runs = len(keys)
     sig = np.asarray(sigmas, dtype=float)

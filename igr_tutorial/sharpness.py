@@ -22,29 +22,31 @@ from ._pytree import split_arrays
 from ._runs import run_batch, run_mode
 from ._scan import leaf_dtype, rk4_step
 from ._types import Loss, PyTree
-from ._validate import check_int, check_learning_rate, check_lrs, check_momentum, check_order, check_steps
+from ._validate import (check_int, check_learning_rate, check_lrs, check_momentum, check_order, check_steps, is_traced,
+                        require_concrete)
 from .curvature import hvp, power_iteration_step
 from .momentum import heavy_ball_update
 
 __all__ = ["SharpnessTrace", "gd_quadratic_exact_rate", "gd_quadratic_modified_rate", "sharpness_trace"]
 
 
-def gd_quadratic_exact_rate(lr: float, eigenvalue: Any) -> np.ndarray:
+def gd_quadratic_exact_rate(lr: float, eigenvalue: Any) -> jax.Array:
     """``λ̃ = −log(1 − lr·λ)/lr``: the rate of the flow ``θ' = −λ̃θ`` that passes exactly through GD's iterates.
 
     GD on ``E = ½λθ²`` gives ``θₙ = (1 − lr·λ)ⁿθ₀ = exp(−λ̃·n·lr)·θ₀``. A real ``λ̃`` exists only for
     ``lr·λ < 1``: at ``lr·λ ≥ 1`` the factor ``1 − lr·λ`` is zero or negative (the iterates hit zero or
-    alternate in sign), which no flow of a real ODE can do, and a ``ValueError`` says so. Chapter 9.
+    alternate in sign), which no flow of a real ODE can do, and a ``ValueError`` says so (under a trace, where
+    nothing can be raised, the rate is NaN there). Chapter 9.
     """
     check_learning_rate(lr)
-    lam = np.asarray(eigenvalue, dtype=float)
-    z = lr * lam
-    if np.any(z >= 1):
+    z = jnp.asarray(lr) * jnp.asarray(eigenvalue)
+    if not is_traced(z) and np.any(np.asarray(z) >= 1):
         raise ValueError(
-            f"lr·λ = {np.max(z):g} >= 1: GD's factor 1 − lr·λ is not positive, so no real flow passes through "
-            "its iterates (they alternate in sign for 1 < lr·λ < 2). The modified equation does not exist here."
+            f"lr·λ = {float(np.max(np.asarray(z))):g} >= 1: GD's factor 1 − lr·λ is not positive, so no real flow "
+            "passes through its iterates (they alternate in sign for 1 < lr·λ < 2). The modified equation does not "
+            "exist here."
         )
-    return -np.log1p(-z) / lr
+    return jnp.where(z < 1, -jnp.log1p(-jnp.minimum(z, 0.5)) / lr, jnp.nan) if is_traced(z) else -jnp.log1p(-z) / lr
 
 
 def gd_quadratic_modified_rate(lr: float, eigenvalue: Any, order: int) -> np.ndarray:
@@ -123,12 +125,14 @@ def _num_runs(params: PyTree, what: str) -> int:
     return jnp.shape(leaves[0])[0]
 
 
-def _per_run(value: Any, name: str, runs: int, dtype: Any) -> np.ndarray:
-    """``value`` (one number or one per run) as an array of length ``runs``; ``ValueError`` otherwise."""
-    arr = np.asarray(value, dtype=dtype)
+def _per_run(value: Any, name: str, runs: int, dtype: Any) -> Any:
+    """``value`` (one number or one per run) as an array of length ``runs`` (NumPy; a traced value stays traced);
+    ``ValueError`` otherwise."""
+    traced = is_traced(value)
+    arr = jnp.asarray(value, dtype=dtype) if traced else np.asarray(value, dtype=dtype)
     if arr.ndim > 1 or arr.size not in (1, runs):
         raise ValueError(f"{name} must be one value or one per run ({runs}), got shape {arr.shape}.")
-    return np.broadcast_to(arr.reshape(-1), (runs,))
+    return (jnp if traced else np).broadcast_to(arr.reshape(-1), (runs,))
 
 
 def _trace_run(loss_arrays, params, start, lr, beta, *, loss_static, steps, record_every, power_iters, method):
@@ -179,7 +183,9 @@ def sharpness_trace(
     ``"auto"`` picks ``loop`` on a CPU, where a batch of small networks runs no faster vmapped but compiles
     several times longer (measured: 20 runs of a 40-16-16-10 MLP, 2 cores), and ``vmap`` on an accelerator.
     Chapter 9 (the edge of stability, Cohen et al. 2021).
+    Not traceable (it dispatches the runs and returns NumPy records): a traced argument raises ``TypeError``.
     """
+    require_concrete("sharpness_trace (it dispatches runs and returns NumPy records)", params, lrs, betas)
     steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", minimum=1, what=f"a divisor of steps={steps}")
     if steps % record_every:

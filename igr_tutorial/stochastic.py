@@ -37,7 +37,7 @@ from ._deprecation import keyword_only, renamed_arguments
 from ._ode import solve_ode
 from ._scan import descent_step, epoch_permutation, leaf_dtype, raise_if_diverged, scan_steps, sgd_step
 from ._types import Loss, PyTree
-from ._validate import check_int, check_learning_rate, check_scalar_loss, check_steps, is_traced
+from ._validate import check_int, check_learning_rate, check_scalar_loss, check_steps, is_traced, require_concrete
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
 _WHY = "`data` is a Dataset elsewhere in the package; here it is a pytree of examples"
@@ -409,7 +409,9 @@ def sgd_modified_flow(
     in its order. One SGD epoch covers the time ``m·h`` (:func:`epoch_time`). Same solver and tolerances as
     :func:`igr_tutorial.flows.gradient_flow` (SciPy's Dormand–Prince 8(5,3) in float64); ``lr`` and the examples are
     arguments of the compiled field, so a sweep over learning rates compiles once. Smith, Dherin, Barrett & De (2021), Eq. 5 and 15. Chapter 8.
+    Not traceable (SciPy steps on the host): a traced argument raises ``TypeError``.
     """
+    require_concrete("sgd_modified_flow (SciPy's adaptive ODE solver runs on the host)", params, examples, lr)
     check_learning_rate(lr)
     n = num_examples(examples)
     num_batches(n, batch_size)
@@ -430,9 +432,10 @@ def finite_population_factor(num_examples: int, batch_size: int) -> float:
 
 
 def epoch_time(lr: float, num_examples: int, batch_size: int) -> float:
-    """``m·h``: the flow time one SGD epoch covers (``m = N/B`` steps of size ``h``)."""
+    """``m·h``: the flow time one SGD epoch covers (``m = N/B`` steps of size ``h``; a traced ``h`` gives a traced
+    time)."""
     check_learning_rate(lr)
-    return num_batches(num_examples, batch_size) * float(lr)
+    return num_batches(num_examples, batch_size) * (lr if is_traced(lr) else float(lr))
 
 
 __all__ = [

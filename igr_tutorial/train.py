@@ -29,7 +29,7 @@ from jax import lax
 from ._random import random_normal, random_split
 from ._runs import program, run_batch, run_mode
 from ._scan import descent_step, minibatch_indices, rk4_step, scan_steps, sgd_step
-from ._validate import check_int, check_learning_rate, check_lrs, check_nonnegative, is_integer
+from ._validate import check_int, check_learning_rate, check_lrs, check_nonnegative, is_integer, require_concrete
 from .errors import DivergenceError
 from .curvature import hvp, power_iteration_step
 from .data import Dataset
@@ -276,7 +276,9 @@ def train(
     tracks ``h·λ_max`` along the run, so one can tell whether a step stayed below the stability limit 2 the whole
     way (chapters 6 and 7). Where the top eigenvector turns fast (at the edge of stability) a few iterations
     can read low; :func:`~igr_tutorial.curvature.hessian_top_eigenvalue` checks single points.
+    Not traceable (it returns NumPy records and checks divergence on the host): a traced argument raises ``TypeError``.
     """
+    require_concrete("train (it returns NumPy records)", params, lr, mu, key)
     check_learning_rate(lr)
     sharpness_iters = check_int(sharpness_iters, "sharpness_iters", what="power iterations per record; 0: off")
     if not is_integer(steps):
@@ -343,7 +345,9 @@ def train_sweep(
     ``devices`` (default: all of ``jax.devices()``): with more than one, the runs are split across them, one
     block of runs per device (``jax.shard_map`` over the run axis of the vmapped program, padded to a multiple
     of the device count; runs never communicate), whatever ``mode`` says. Pass one device to keep a run on it.
+    Not traceable (it dispatches the runs and returns NumPy records): a traced argument raises ``TypeError``.
     """
+    require_concrete("train_sweep (it dispatches runs and returns NumPy records)", init_params, lrs, mus, keys)
     lrs = check_lrs(lrs)
     k = lrs.size
     mus = np.asarray(mus, dtype=float)
