@@ -197,8 +197,8 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
     which evaluates the field in the parameters' dtype; the samples come back in that dtype with a leading time
     axis. ``field`` must be a module-level function and ``args`` may hold arrays (passed to the compiled function
     as arguments), functions, ints and bools (static), so that repeated calls with new arrays of the same shapes
-    compile nothing. Each step costs a round trip to Python (about 0.1–0.3 ms on a CPU), so a flow of thousands
-    of steps takes tenths of a second. Not traceable: call it outside ``jit``/``vmap``.
+    compile nothing. Each step costs a round trip to Python (timed by the benchmarks, ``python -m benchmarks``).
+    Not traceable: call it outside ``jit``/``vmap``.
 
     Raises ``ValueError`` for non-finite ``params`` and :class:`FlowError` (with ``hint``) if the solver stops
     early: a step size below float64's resolution (a blow-up or a very stiff flow), more than ``max_steps``

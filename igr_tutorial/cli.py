@@ -52,8 +52,8 @@ Reproduce the deep-network figures of the book on Implicit Gradient Regularizati
 
 The experiment size (data set, widths, depth, step sizes, time budget, seeds) is --size; without it the
 environment variable IGR_TUTORIAL_SIZE decides, else the JAX backend: 'gpu' (MNIST-1D at 12,000 signals,
-generated) on a GPU, 'small' (MNIST-1D, generated locally; minutes on a laptop CPU) otherwise. 'paper' (full
-MNIST, downloaded; hours on a large GPU, not yet timed at this protocol) only when named. 'tiny' is for tests.
+generated) on a GPU, 'small' (MNIST-1D, generated locally; sized for a laptop CPU) otherwise. 'paper' (full
+MNIST, downloaded; sized for a large GPU) only when named. 'tiny' is for tests.
 `sizes` lists them.
 
 `check-gpu` runs every chapter's code at the default size of this machine and writes a JSON report."""

@@ -138,8 +138,8 @@ def _lanczos_top(flat_loss, loss_arrays, x, v0, num_iters: int, n: int, tol):
     HVPs are traced at full float32 matmul precision (TF32 would put a ~1e-3 floor under the residual).
 
     The loop body holds a single HVP, applied either to the next Lanczos vector (phase "expand") or to the
-    proposed Ritz vector (phase "verify"): XLA compiles each HVP of a program anew, and one HVP of a small MLP
-    took about 1.4 s of CPU to compile (three took most of this function's compile time). A stop forced by
+    proposed Ritz vector (phase "verify"): XLA compiles each HVP of a program anew, and the HVPs dominate this
+    function's compile time (see the CHANGELOG for the measurement). A stop forced by
     the step cap, an invariant subspace or ``j = n`` also passes through "verify", which forms ``Hy`` for the
     returned residual.
     """

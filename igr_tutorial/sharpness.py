@@ -181,7 +181,7 @@ def sharpness_trace(
     ``record_every``. ``mode``: ``"vmap"`` runs all runs in one compiled ``jax.vmap``,
     ``"loop"`` loops over one compiled single-run program (``lr`` and ``β`` are traced, so it compiles once);
     ``"auto"`` picks ``loop`` on a CPU, where a batch of small networks runs no faster vmapped but compiles
-    several times longer (measured: 20 runs of a 40-16-16-10 MLP, 2 cores), and ``vmap`` on an accelerator.
+    longer, and ``vmap`` on an accelerator.
     Chapter 9 (the edge of stability, Cohen et al. 2021).
     Not traceable (it dispatches the runs and returns NumPy records): a traced argument raises ``TypeError``.
     """

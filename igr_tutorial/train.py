@@ -1,9 +1,8 @@
 """Training MLPs by full-batch GD, SGD, explicit gradient regularization (EGR) and RK4 (chapters 6–8).
 
 Each run is one compiled ``lax.scan``. Learning rates ``h``, EGR strengths ``μ`` and seeds are traced
-arguments, so a sweep over them is one ``jax.vmap``-ed call (``mode="vmap"``) or a loop over one compiled
-function (``mode="loop"``) — on a 2-core CPU a loop is as fast for large models (the CPU is compute-bound),
-while ``vmap`` pays for small ones.
+arguments, so a sweep over them is one ``jax.vmap``-ed call (``mode="vmap"``), a loop over one compiled
+function (``mode="loop"``), or the vmapped call split across devices (:func:`train_sweep`'s ``devices``).
 
 Update rules, with ``g = ∇E(θ)`` on the full training set (or a minibatch for SGD):
 
@@ -330,8 +329,7 @@ def train_sweep(
     axis of that length (one initialization per run, e.g. per seed). ``mode="vmap"`` runs all in one
     compiled ``jax.vmap`` call; ``mode="loop"`` loops over one compiled single-run function (compiled
     once: ``lr``, ``μ`` and the key are traced). ``mode="auto"`` (default) picks ``vmap`` on an accelerator
-    and ``loop`` on a CPU, where it measured as fast or faster (6 runs of a 40-32-32-10 MLP on 1000
-    MNIST-1D examples, 2 cores: 7 s looped vs 10 s vmapped). Diverging runs
+    and ``loop`` on a CPU, where the benchmarks found the loop as fast and quicker to compile. Diverging runs
     are kept (non-finite entries). Returns stacked final parameters and a :class:`History` whose arrays
     have shape ``(runs, records)``. ``target_loss`` stops every run at the same training loss, as in
     :func:`train`, and ``sharpness_iters`` records the sharpness along every run, as in :func:`train`.
