@@ -174,12 +174,12 @@ def modified_field_coefficients(loss: Loss, params: PyTree, order: int) -> list[
         return -jax.flatten_util.ravel_pytree(grad(unravel(x)))[0]
 
     series = _euler_iterate_series(field, flat, order + 1, order + 1)   # (order+2, order+2, m)
-    # fᵢ = Σₗ Wᵢₗ·[hⁱ⁺¹]θₗ with Wᵢₗ = Σ_{m=max(l,1)}^{i+1} (−1)^{m+1}/m · C(m, l)(−1)^{m−l} (exact weights).
+    # fᵢ = Σₗ Wᵢₗ·[hⁱ⁺¹]θₗ with Wᵢₗ = Σ_{j=max(l,1)}^{i+1} (−1)^{j+1}/j · C(j, l)(−1)^{j−l} (exact weights).
     weights = np.zeros((order + 1, order + 2))
     for i in range(order + 1):
-        for m in range(1, i + 2):
-            for l in range(m + 1):
-                weights[i, l] += (-1) ** (m + 1) / m * math.comb(m, l) * (-1) ** (m - l)
+        for j in range(1, i + 2):
+            for l in range(j + 1):
+                weights[i, l] += (-1) ** (j + 1) / j * math.comb(j, l) * (-1) ** (j - l)
     top = series[:, 1:]                                                 # [l, i] = [hⁱ⁺¹]θₗ
     flat_coeffs = jnp.einsum("il,lim->im", jnp.asarray(weights, dtype=flat.dtype), top)
     return [unravel(c) for c in flat_coeffs]
