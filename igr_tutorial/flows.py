@@ -142,12 +142,12 @@ def modified_field_coefficients(loss: Loss, params: PyTree, order: int) -> list[
     ``h``. With the Lie operator ``D`` of ``f̃`` (``Dg = g′f̃``) the flow is ``exp(hD)``, so the ``l``-th GD iterate
     from ``θ`` is ``exp(l·hD) id``; taking the logarithm of the shift gives
 
-        h·f̃(θ) = log(1 + Δ) θ₀ = Σ_{m≥1} (−1)^{m+1}/m · Δᵐθ₀,
+        h·f̃(θ) = log(1 + Δ) θ₀ = Σ_{j≥1} (−1)^{j+1}/j · Δʲθ₀,
 
-    with ``Δᵐθ₀ = Σₗ C(m, l)(−1)^{m−l} θₗ`` the forward differences of the GD iterates ``θ₀ = θ, θ₁, …``
+    with ``Δʲθ₀ = Σₗ C(j, l)(−1)^{j−l} θₗ`` the forward differences of the GD iterates ``θ₀ = θ, θ₁, …``
     (Newton's interpolation formula: ``f̃`` is the velocity of the curve through the iterates). Since
-    ``Δᵐθ₀ = O(hᵐ)``, the ``hⁱ⁺¹`` coefficient of the right side, which is ``fᵢ``, needs ``m ≤ i + 1`` only:
-    ``fᵢ = Σ_{m=1}^{i+1} (−1)^{m+1}/m · [hⁱ⁺¹] Δᵐθ₀``. The ``h``-Taylor coefficients of the iterates come from
+    ``Δʲθ₀ = O(hʲ)``, the ``hⁱ⁺¹`` coefficient of the right side, which is ``fᵢ``, needs ``j ≤ i + 1`` only:
+    ``fᵢ = Σ_{j=1}^{i+1} (−1)^{j+1}/j · [hⁱ⁺¹] Δʲθ₀``. The ``h``-Taylor coefficients of the iterates come from
     Taylor-mode AD (``jax.experimental.jet``) through ``∇E``: no Hessian or higher tensor is formed. Collecting
     the same condition order by order with Lie derivatives gives HLW's recursion, ``f₁ = −½f′f``,
     ``f₂ = ⅓f′f′f + (1/12)f″(f, f)``, …; the tests check that the two agree. Chapter 2.
@@ -163,12 +163,12 @@ def modified_field_coefficients(loss: Loss, params: PyTree, order: int) -> list[
         return -jax.flatten_util.ravel_pytree(grad(unravel(x)))[0]
 
     series = _euler_iterate_series(field, flat, order + 1, order + 1)   # (order+2, order+2, m)
-    # fᵢ = Σₗ Wᵢₗ·[hⁱ⁺¹]θₗ with Wᵢₗ = Σ_{m=max(l,1)}^{i+1} (−1)^{m+1}/m · C(m, l)(−1)^{m−l} (exact weights).
+    # fᵢ = Σₗ Wᵢₗ·[hⁱ⁺¹]θₗ with Wᵢₗ = Σ_{j=max(l,1)}^{i+1} (−1)^{j+1}/j · C(j, l)(−1)^{j−l} (exact weights).
     weights = np.zeros((order + 1, order + 2))
     for i in range(order + 1):
-        for m in range(1, i + 2):
-            for l in range(m + 1):
-                weights[i, l] += (-1) ** (m + 1) / m * math.comb(m, l) * (-1) ** (m - l)
+        for j in range(1, i + 2):
+            for l in range(j + 1):
+                weights[i, l] += (-1) ** (j + 1) / j * math.comb(j, l) * (-1) ** (j - l)
     top = series[:, 1:]                                                 # [l, i] = [hⁱ⁺¹]θₗ
     flat_coeffs = jnp.einsum("il,lim->im", jnp.asarray(weights, dtype=flat.dtype), top)
     return [unravel(c) for c in flat_coeffs]

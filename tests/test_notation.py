@@ -30,6 +30,16 @@ MISUSES = {
     "an eigenvalue called μ": r"eigenvalues?\s+\$\\mu|eigenvalue\s+μ",
     "a condition number called κ": r"condition number[^.]{0,40}(\\kappa|κ)|(\\kappa|κ)[^.]{0,20}condition number",
     "a rate called ρ": r"rate[^.]{0,20}\$\\rho|\\rho\(h\)",
+    # m is the parameter count: a summation index of the log(1 + Δ) series must be another letter.
+    "m as a summation index (m counts parameters)": r"\\sum_\{m\s*(=|\\ge)|\(-1\)\^\{m\s*\+\s*1\}|\\Delta\^\{?m\b",
+    # N counts training examples (notation.md); a mean over the data is 1/N Σ_{i=1}^N.
+    "n as the number of training examples (use N)": r"\\frac\{1\}\{n\}\s*\\sum|\\sum_\{i\s*=\s*1\}\^\{?n\b|\$n\$ (data points|training|examples)",
+}
+
+# Where a symbol may index something other than its notation.md meaning, by chapter.
+INDEXED = {
+    # θ_n is the n-th iterate; θ_k indexes the steps of one epoch in chapter 8 only (k-th batch).
+    "θ_k for an iterate (use θ_n)": (r"\\theta_k(?![a-zA-Z])|θ_k", {"08"}),
 }
 
 
@@ -63,3 +73,58 @@ def test_notation_page_defines_each_symbol_once():
     table = (BOOK / "notation.md").read_text()
     for latex in (r"$\kappa$", r"$\mu$", r"$\rho$", r"$\lambda = \frac{hm}{4}$", r"$\tau = h/B$"):
         assert table.count(f"| {latex}") == 1, f"notation.md must define {latex} in exactly one row"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_indices_only_where_they_mean_what_notation_md_says(path):
+    chapter, text = path.stem[:2], _text(load_notebook(path))
+    for what, (pattern, allowed) in INDEXED.items():
+        if chapter in allowed:
+            continue
+        m = re.search(pattern, text)
+        assert m is None, f"{path.name}: {what}: …{text[max(0, m.start() - 50):m.end() + 30]}…"
+
+
+STATEMENT = re.compile(r"```\{prf:(?:theorem|proposition|lemma|corollary)\}.*?```\s*```\{prf:proof\}.*?```", re.S)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_proof_names_eigenvalues_as_its_statement_does(path):
+    """A proposition that speaks of the curvature κ is not proved with eigenvalues λ_i (or the other way round)."""
+    md = "\n".join(cell_source(c) for c in load_notebook(path)["cells"] if c["cell_type"] == "markdown")
+    for block in STATEMENT.findall(md):
+        statement, proof = block.split("```{prf:proof}", 1)
+        for ours, other in ((r"\\kappa", r"\\lambda_i"), (r"\\lambda_i", r"\\kappa")):
+            if re.search(ours, statement) and not re.search(other, statement):
+                assert not re.search(other, proof), (
+                    f"{path.name}: the statement names eigenvalues {ours.strip(chr(92))} but its proof uses "
+                    f"{other.strip(chr(92))}: …{statement.strip()[:80]}…")
+
+
+def test_the_package_writes_the_log_series_with_another_index():
+    """The package's docstrings follow notation.md too: m counts parameters, not the terms of log(1 + Δ)."""
+    from _repo import ROOT
+
+    for path in sorted((ROOT / "igr_tutorial").glob("*.py")):
+        text = path.read_text()
+        bad = re.search(r"\(−1\)\^\{m\+1\}|Δᵐ|Σ_\{m[=≥]", text)
+        assert bad is None, f"{path.name}: m as a summation index: …{text[max(0, bad.start() - 60):bad.end() + 20]}…"
+
+
+@pytest.mark.parametrize("case, what", [
+    (r"$h\tilde f_h = \sum_{m \ge 1}\frac{(-1)^{m+1}}{m}\Delta^m\theta_0$", "m as a summation index"),
+    (r"the loss is $\frac{1}{n}\sum_{i=1}^{n} \ell_i$ over $n$ training examples", "n as the number of training"),
+    (r"with $n$ data points", "n as the number of training"),
+])
+def test_the_misuse_patterns_catch_what_they_name(case, what):
+    """Each pattern fails the text it was written for (so the chapters' passing means something)."""
+    hits = [name for name, pattern in MISUSES.items() if re.search(pattern, case)]
+    assert any(name.startswith(what) for name in hits), (case, hits)
+
+
+def test_the_statement_and_proof_check_catches_a_mixed_pair():
+    md = ("```{prf:proposition} X\nA direction of curvature $\\kappa$ has $\\kappa + h\\kappa^2$.\n```\n\n"
+          "```{prf:proof}\nFor eigenvalue $\\lambda_i$ it is $\\lambda_i + h\\lambda_i^2$.\n```")
+    (block,) = STATEMENT.findall(md)
+    statement, proof = block.split("```{prf:proof}", 1)
+    assert re.search(r"\\kappa", statement) and re.search(r"\\lambda_i", proof)
