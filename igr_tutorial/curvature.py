@@ -60,7 +60,7 @@ def power_iteration_step(hvp_fn: Callable[[PyTree], PyTree], u: PyTree) -> tuple
     an initialization, where the most negative eigenvalue is often close in magnitude to the top one). The
     Rayleigh quotient ``uᵀHu`` is the sharpness estimate. Needs the top eigenvalue to be the largest in
     magnitude. The warm-started tracker of the sharpness along training (:func:`~igr_tutorial.train.train`'s
-    ``sharpness_iters``, :func:`~igr_tutorial.optimizers.sharpness_trace`; chapters 6, 7 and 9).
+    ``sharpness_iters``, :func:`~igr_tutorial.sharpness.sharpness_trace`; chapters 6, 7 and 9).
     """
     w = hvp_fn(u)
     rayleigh = tree_vdot(u, w)

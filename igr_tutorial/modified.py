@@ -42,7 +42,7 @@ def penalized_loss(loss: Loss, strength: float) -> Loss:
     """The function ``θ ↦ E(θ) + c·‖∇E(θ)‖²`` with ``c = strength``: the one builder of a gradient penalty.
 
     ``c = lr/4`` is GD's modified loss (:func:`modified_loss`), ``c = lr(1+β)/(4(1−β)²)`` heavy ball's
-    (:func:`~igr_tutorial.optimizers.momentum_modified_loss`), and ``c = μ`` the loss that explicit gradient
+    (:func:`~igr_tutorial.momentum.momentum_modified_loss`), and ``c = μ`` the loss that explicit gradient
     regularization (EGR, ``method="egr"`` of :func:`~igr_tutorial.train.train`) descends (Barrett & Dherin
     2021, Sec. 3 and 5). Its gradient is :func:`penalized_gradient`. Chapters 3, 7 and 9.
     """
@@ -60,7 +60,7 @@ def penalized_gradient(loss: Loss, params: PyTree, strength: float) -> PyTree:
 
     One gradient and one Hessian-vector product (forward-over-reverse, :func:`~igr_tutorial.curvature.hvp`),
     never the Hessian: the update direction of EGR (Barrett & Dherin 2021, Sec. 5; chapter 7) and, negated,
-    the field of heavy ball's modified flow (:func:`~igr_tutorial.optimizers.penalized_gradient_flow`).
+    the field of heavy ball's modified flow (:func:`~igr_tutorial.flows.penalized_gradient_flow`).
     """
     g = jax.grad(loss)(params)
     hg = hvp(loss, params, g)
