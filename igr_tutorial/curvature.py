@@ -203,7 +203,7 @@ def hessian_top_eigenvalue(
     finds the algebraically largest eigenvalue also when negative eigenvalues are larger in magnitude
     (where plain power iteration would not). Memory: ``max_iters`` vectors of the parameters' size.
 
-    If the tolerance is not met, ``on_failure="raise"`` raises :class:`NotConvergedError` with the residual
+    If the tolerance is not met, ``on_failure="raise"`` raises :class:`~igr_tutorial.errors.NotConvergedError` with the residual
     reached; ``"warn"`` warns and ``"ignore"`` returns the estimate with ``converged=False``. Chapter 5
     (Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
     Not traceable (the convergence check and the residual run on the host): a traced argument raises ``TypeError``; inside ``jit`` use :func:`power_iteration_step`.

@@ -73,7 +73,7 @@ def gradient_descent(
     does not recompile, and the function can be ``jax.vmap``-ed over ``lr`` (see
     :func:`gradient_descent_sweep`).
 
-    If the iterates become non-finite, a :class:`DivergenceError` (a ``ValueError``) names the first bad
+    If the iterates become non-finite, a :class:`~igr_tutorial.errors.DivergenceError` (a ``ValueError``) names the first bad
     step, unless ``allow_divergence=True`` (chapter 1 uses that to show the instability past
     ``lr = 2/λ_max``). Used in every chapter.
     """
@@ -242,7 +242,7 @@ def gradient_flow(
     float64; Dormand–Prince 5(4), ``RK45``, in float32) on a vector field compiled once per loss and parameter
     shape. Default tolerances: ``rtol=1e-10, atol=1e-12`` in float64 (accurate to better than 1e-6
     relative) and ``rtol=1e-6, atol=1e-8`` in float32. Returns the pytree of ``params`` with a leading
-    axis of length ``len(times)``. Raises :class:`FlowError` if the solver cannot reach ``times[-1]`` (a
+    axis of length ``len(times)``. Raises :class:`~igr_tutorial.errors.FlowError` if the solver cannot reach ``times[-1]`` (a
     blow-up, or more than ``max_steps`` steps). Call it outside ``jit``/``vmap``. Chapter 1.
     Not traceable (SciPy steps on the host): a traced argument raises ``TypeError``.
     """

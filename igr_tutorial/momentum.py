@@ -68,7 +68,7 @@ def heavy_ball(
     :func:`flow_matched_velocity` to start on the modified flow instead (chapter 9 explains the difference).
     Returns the ``steps + 1`` iterates ``θ₀ = params, θ₁, …`` with a leading time axis. One compiled
     ``lax.scan``; ``lr`` and ``beta`` are traced, so new values do not recompile. ``beta = 0`` is
-    :func:`~igr_tutorial.flows.gradient_descent`. Raises :class:`~igr_tutorial.flows.DivergenceError` on
+    :func:`~igr_tutorial.flows.gradient_descent`. Raises :class:`~igr_tutorial.errors.DivergenceError` on
     non-finite iterates unless ``allow_divergence=True``.
     """
     check_learning_rate(lr)

@@ -163,7 +163,7 @@ def sharpness_trace(
     :func:`~igr_tutorial.train.stacked_init`); ``lrs`` and ``betas`` are one number or one per run. ``method``:
 
     * ``"heavy_ball"``: ``vₙ₊₁ = β·vₙ − h·∇E(θₙ)``, ``θₙ₊₁ = θₙ + vₙ₊₁`` from rest (``β = 0``: gradient
-      descent), stable on curvature below ``2(1 + β)/h`` (:func:`heavy_ball_stability_limit`);
+      descent), stable on curvature below ``2(1 + β)/h`` (:func:`~igr_tutorial.momentum.heavy_ball_stability_limit`);
     * ``"rk4"``: classical Runge–Kutta on ``θ' = −∇E`` with step ``h`` (``betas`` ignored): the gradient flow
       up to ``O(h⁴)``, a control without discretization effects as long as ``h·λ_max`` stays well below RK4's
       stability limit 2.78.

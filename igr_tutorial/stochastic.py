@@ -336,7 +336,7 @@ def gd_with_sgd_regularizer(
     batch Hessian-vector products on top of the gradient, i.e. a few full-batch gradients. Smith, Dherin,
     Barrett & De (2021), Sec. 4 (their ``λ`` is ``reg_lr``). ``params``, ``lr``, ``reg_lr`` and ``key`` may be
     traced, so ``jax.vmap`` runs many seeds in one program. Returns the final parameters; raises
-    :class:`~igr_tutorial.flows.DivergenceError` if they are non-finite (not checked under ``jit``/``vmap``).
+    :class:`~igr_tutorial.errors.DivergenceError` if they are non-finite (not checked under ``jit``/``vmap``).
     Chapter 8.
     """
     check_learning_rate(lr)
