@@ -5,6 +5,7 @@ Not traceable: SciPy steps on the host."""
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import jax
@@ -165,16 +166,37 @@ def _tableau(method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return table, c, b
 
 
+NEWEST_TESTED_SCIPY = (1, 17)
+"""The newest SciPy minor version whose Runge–Kutta internals the compiled solver was checked against (the pinned
+version; the wheel's floor is checked by the lowest-versions test). A newer SciPy gets stock ``solve_ivp``."""
+
+_SCIPY_INTERNALS = ("n_stages", "A", "B", "C", "E", "_estimate_error_norm", "_step_impl", "_dense_output_impl")
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_solver(float64: bool) -> type:
+def _compiled_solver(float64: bool) -> type | None:
     """SciPy's DOP853 (Dormand–Prince 8(5,3)) for float64, or RK45 (Dormand–Prince 5(4)) for float32, with its
-    stages computed by :func:`_rk_stages` (:class:`_CompiledStagesMixin`). Defined on first use, once: importing
-    ``scipy.integrate`` takes about half a second, which a program that never runs a flow does not pay."""
+    stages computed by :func:`_rk_stages` (:class:`_CompiledStagesMixin`); ``None`` where SciPy's internals may
+    differ from the ones this fork copies (a SciPy newer than :data:`NEWEST_TESTED_SCIPY`, a missing attribute, other
+    step-size constants): :func:`solve_ode` then runs stock ``solve_ivp``, one compiled call per stage. Defined on
+    first use, once: importing ``scipy.integrate`` takes a noticeable moment, which a program that never runs a flow
+    does not pay."""
+    import scipy
     import scipy.integrate
+    from scipy.integrate._ivp import rk
 
     base = scipy.integrate.DOP853 if float64 else scipy.integrate.RK45
+    version = tuple(int(part) for part in re.findall(r"\d+", scipy.__version__)[:2])
+    same_control = (getattr(rk, "SAFETY", None), getattr(rk, "MIN_FACTOR", None),
+                    getattr(rk, "MAX_FACTOR", None)) == (_SAFETY, _MIN_FACTOR, _MAX_FACTOR)
+    if version > NEWEST_TESTED_SCIPY or not same_control or not all(hasattr(base, a) for a in _SCIPY_INTERNALS):
+        return None
     return type(f"_Compiled{base.__name__}", (_CompiledStagesMixin, base),
                 {"__module__": __name__, "__doc__": f"SciPy's {base.__name__} with its stages from one compiled call."})
+
+
+class _TooManySteps(Exception):
+    """Stock ``solve_ivp`` has no step cap: raised from its right-hand side once the cap's evaluations are spent."""
 
 
 def _check_finite_start(params: PyTree) -> None:
@@ -225,21 +247,34 @@ def solve_ode(field, params: PyTree, times: Any, args: Any, *, rtol=None, atol=N
                           np.asarray(K, work), np.asarray(table, work), np.asarray(c, work), np.asarray(b, work),
                           lo, hi, arrays)
 
-    method = _compiled_solver(bool(dtype == np.float64))
-    table, c, b = _tableau(method)
+    float64 = bool(dtype == np.float64)
+    method = _compiled_solver(float64)
+    # The fork steps with the whole tableau; stock solve_ivp (method None) only ever asks for f(t, y).
+    table, c, b = _tableau(method) if method is not None else (np.zeros((1, 2)), np.zeros(1), np.zeros(2))
     zeros_k = np.zeros((table.shape[1], y0.size))
+    state = {"t": float(t_eval[0]), "steps": 0, "calls": 0}
+    stages = 12 if float64 else 6  # evaluations per stock step (DOP853, RK45), for the step cap
 
     def rhs(t, y):  # f(t, y) alone: the first stage with h = 0, through the same compiled program (same shapes)
+        if method is None:
+            state["calls"] += 1
+            state["t"], state["steps"] = float(t), state["calls"] // stages
+            if state["calls"] > stages * max_steps + 2:
+                raise _TooManySteps
         K, _ = compiled(t, y, 0.0, zeros_k, table, c, b, 0, 1)
         return np.asarray(K[1], dtype=np.float64)
 
-    state = {"t": float(t_eval[0]), "steps": 0}
     t_end = float(times[-1])
     from scipy.integrate import solve_ivp
 
+    options = dict(compiled=compiled, max_steps=max_steps, state=state) if method is not None else {}
     with np.errstate(all="ignore"):  # a blow-up overflows inside SciPy's error estimate before it stops
-        sol = solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method, t_eval=t_eval,
-                        rtol=rtol, atol=atol, compiled=compiled, max_steps=max_steps, state=state)
+        try:
+            sol = solve_ivp(rhs, (t_eval[0], t_eval[-1]), y0, method=method or ("DOP853" if float64 else "RK45"),
+                            t_eval=t_eval, rtol=rtol, atol=atol, **options)
+        except _TooManySteps:
+            raise FlowError(f"the ODE solver stopped before t = {t_end:g}: it needed more than max_steps = {max_steps} "
+                            f"steps (at t = {state['t']:.6g}). {hint[0].upper()}{hint[1:]}.") from None
     ys = sol.y.T
     reached = f" (at t = {state['t']:.6g}, after {state['steps']} steps)"
     if sol.status != 0:

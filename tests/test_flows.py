@@ -440,6 +440,44 @@ def test_solve_matches_the_quadratic_expm_in_both_dtypes(dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_where_scipys_internals_may_differ_stock_solve_ivp_keeps_the_promise(dtype, monkeypatch):
+    """The compiled Runge–Kutta stepper copies SciPy's private step; where it may not fit (a SciPy newer than the
+    tested one, other internals), solve_ode runs stock solve_ivp. That path keeps the same tolerance promise, the
+    step cap and the error messages."""
+    from igr_tutorial import _ode
+
+    assert _ode._compiled_solver(dtype == jnp.float64) is not None  # the pinned SciPy gets the fork
+    monkeypatch.setattr(_ode, "_compiled_solver", lambda float64: None)
+    traj = igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3, dtype=dtype), TIMES)
+    err = rel_err(np.asarray(traj, dtype=float), flow_closed_form(A3, A3, B3, THETA0_3, TIMES))
+    assert traj.dtype == dtype and err.max() < TOLERANCE[dtype], err.max()
+    with pytest.raises(igr.FlowError, match=r"it needed more than max_steps = 3 steps \(at t = "):
+        igr.gradient_flow(LOSS3, jnp.asarray(THETA0_3, dtype=dtype), TIMES, max_steps=3)
+
+
+def test_a_newer_scipy_is_fenced_off_the_fork(monkeypatch):
+    """A SciPy minor version past the newest tested one, or other step-size constants, gets stock solve_ivp."""
+    import scipy
+    from scipy.integrate._ivp import rk
+
+    from igr_tutorial import _ode
+
+    _ode._compiled_solver.cache_clear()
+    try:
+        monkeypatch.setattr(scipy, "__version__", "1.99.0")
+        assert _ode._compiled_solver(True) is None
+        monkeypatch.setattr(scipy, "__version__", ".".join(map(str, _ode.NEWEST_TESTED_SCIPY)) + ".0")
+        _ode._compiled_solver.cache_clear()
+        assert _ode._compiled_solver(True) is not None
+        monkeypatch.setattr(rk, "SAFETY", 0.8)
+        _ode._compiled_solver.cache_clear()
+        assert _ode._compiled_solver(True) is None
+    finally:
+        monkeypatch.undo()
+        _ode._compiled_solver.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
 def test_solve_matches_the_logistic_closed_form_from_a_later_start(dtype):
     times = np.linspace(0.5, 8.5, 41)  # t₀ ≠ 0: the closed form counts time from the first sample
     theta0 = np.array([0.05, 0.5, 1.7])
