@@ -79,7 +79,7 @@ def epoch_permutation(key: jax.Array, epoch: Any, n: int) -> jax.Array:
 def minibatch_indices(key: jax.Array, step: Any, n: int, batch_size: int) -> jax.Array:
     """The examples of SGD step ``step`` under random reshuffling: with ``m = n // batch_size`` steps per epoch,
     batch ``step mod m`` of epoch ``step // m``'s :func:`epoch_permutation` (a trailing ``n mod batch_size``
-    examples of each epoch unused). Step ``e·m + k`` takes what :func:`~igr_tutorial.stochastic.split_batches`
+    examples of each epoch unused). Step ``e·m + k`` takes what :func:`~igr_tutorial.batches.split_batches`
     puts in batch ``k`` of epoch ``e``: the one selector of :func:`~igr_tutorial.train.train`'s ``"sgd"`` and
     :func:`~igr_tutorial.stochastic.sgd`."""
     per_epoch = n // batch_size

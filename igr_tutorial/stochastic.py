@@ -26,79 +26,19 @@ arguments after ``lr`` are keyword-only. Every loop is a compiled ``lax.scan``; 
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._deprecation import keyword_only, renamed_arguments
+from .batches import _WHY, all_permutations, num_batches, num_examples, split_batches  # noqa: F401 (also from here)
 from ._ode import solve_ode
 from ._scan import descent_step, epoch_permutation, leaf_dtype, raise_if_diverged, scan_steps, sgd_step
 from ._types import Loss, PyTree
-from ._validate import check_int, check_learning_rate, check_scalar_loss, check_steps, is_traced, require_concrete
+from ._validate import check_learning_rate, check_scalar_loss, check_steps, is_traced, require_concrete
 
 BatchLoss = Callable[[PyTree, PyTree], jax.Array]
-_WHY = "`data` is a Dataset elsewhere in the package; here it is a pytree of examples"
-
-
-# --------------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------------
-
-
-@renamed_arguments(_WHY, data="examples")
-def num_examples(examples: PyTree) -> int:
-    """The number ``N`` of examples in ``examples`` (the common length of the leading axis of its arrays)."""
-    leaves = jax.tree.leaves(examples)
-    if not leaves:
-        raise ValueError("examples must contain at least one array, e.g. a tuple (x, y) with one row per example.")
-    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(
-            f"every array in examples must have the same leading (example) axis; got leading sizes {sorted(sizes)}."
-        )
-    return sizes.pop()
-
-
-def num_batches(num_examples: int, batch_size: int) -> int:
-    """``m = N/B``, checking that ``B`` is a positive divisor of ``N`` (all batches the same size)."""
-    batch_size = check_int(batch_size, "batch_size", minimum=1, what="examples per batch")
-    if num_examples % batch_size:
-        divisors = [d for d in range(1, num_examples + 1) if num_examples % d == 0]
-        raise ValueError(
-            f"batch_size={batch_size} does not divide the {num_examples} examples; the formulas of chapter 8 "
-            f"need m = N/B equal batches. Use a divisor of N (e.g. one of {divisors[:12]}) or drop examples."
-        )
-    return num_examples // int(batch_size)
-
-
-@renamed_arguments(_WHY, data="examples")
-def split_batches(examples: PyTree, batch_size: int, permutation: Any = None) -> PyTree:
-    """The ``m = N/B`` batches of ``examples`` as a pytree with leading axes ``(m, B)``.
-
-    With ``permutation`` (a permutation of ``range(N)``), the examples are reordered first: batch ``k`` holds
-    examples ``permutation[k·B : (k+1)·B]``. Works inside ``jit``/``vmap`` for a traced permutation.
-    """
-    n = num_examples(examples)
-    m = num_batches(n, batch_size)
-    if permutation is not None:
-        if np.shape(permutation) != (n,):
-            raise ValueError(f"permutation must have shape ({n},) (one index per example), got {np.shape(permutation)}.")
-        examples = jax.tree.map(lambda x: jnp.asarray(x)[permutation], examples)
-    return jax.tree.map(lambda x: jnp.reshape(x, (m, batch_size) + tuple(np.shape(x)[1:])), examples)
-
-
-def all_permutations(n: int) -> np.ndarray:
-    """All ``n!`` permutations of ``range(n)`` as an integer array of shape ``(n!, n)`` (``n ≤ 8``).
-
-    Averaging SGD over all of them is an *exact* expectation over random reshuffling (chapter 8).
-    """
-    n = check_int(n, "n", minimum=1, what="at most 8: 8! = 40320 orderings")
-    if n > 8:
-        raise ValueError(f"n must be an integer from 1 to 8 (8! = 40320 orderings), got {n!r}.")
-    return np.array(list(itertools.permutations(range(n))), dtype=np.int32)
 
 
 def _check_batch_loss(batch_loss: BatchLoss, params: PyTree, batches: PyTree) -> None:
@@ -139,7 +79,7 @@ def sgd_modified_loss(batch_loss: BatchLoss, batches: PyTree, lr: float) -> Loss
     Smith, Dherin, Barrett & De (2021), Eq. 5: the mean SGD iterate after one epoch, averaged over the ``m!``
     orders of these batches, follows the gradient flow of this loss for a time ``m·h`` up to ``O(h³)``.
     With ``m = 1`` (full batch) it is GD's modified loss ``E + (h/4)‖∇E‖²`` (Barrett & Dherin 2021, Eq. 3).
-    ``batches`` has leading axes ``(m, B)`` (see :func:`split_batches`). Chapter 8.
+    ``batches`` has leading axes ``(m, B)`` (see :func:`~igr_tutorial.batches.split_batches`). Chapter 8.
     """
     check_learning_rate(lr)
     return _sgd_modified_loss_traced(batch_loss, batches, lr)
@@ -214,7 +154,7 @@ def sgd_epoch(
     """One SGD epoch ``θ ← θ − h·∇Êₖ(θ)`` for ``k = 0, …, m−1`` in the order of ``batches``; one ``lax.scan``.
 
     Returns the ``m + 1`` iterates (``params`` first) with a leading axis. ``batches`` has leading axes
-    ``(m, B)``, see :func:`split_batches`. Chapter 8.
+    ``(m, B)``, see :func:`~igr_tutorial.batches.split_batches`. Chapter 8.
     """
     check_learning_rate(lr)
     _check_batch_loss(batch_loss, params, batches)
@@ -241,7 +181,7 @@ def sgd_epoch_endpoints(
     """The iterate after one SGD epoch from ``params``, for every row of ``permutations`` (one ``vmap``).
 
     Row ``j`` of ``permutations`` (shape ``(P, N)``) orders the examples for run ``j``; batch ``k`` is
-    ``perm[k·B:(k+1)·B]``. The mean over all rows of :func:`all_permutations` ``(N)`` is the exact expected
+    ``perm[k·B:(k+1)·B]``. The mean over all rows of :func:`~igr_tutorial.batches.all_permutations` ``(N)`` is the exact expected
     iterate of random reshuffling. Returns a pytree like ``params`` with a leading axis ``P``. Chapter 8.
     """
     check_learning_rate(lr)
@@ -439,7 +379,6 @@ def epoch_time(lr: float, num_examples: int, batch_size: int) -> float:
 
 
 __all__ = [
-    "all_permutations",
     "batch_gradient_variance",
     "batch_gradients",
     "epoch_time",
@@ -447,14 +386,11 @@ __all__ = [
     "finite_population_factor",
     "full_loss",
     "gd_with_sgd_regularizer",
-    "num_batches",
-    "num_examples",
     "reshuffled_sgd_modified_loss",
     "sgd",
     "sgd_epoch",
     "sgd_epoch_endpoints",
     "sgd_modified_flow",
     "sgd_modified_loss",
-    "split_batches",
 ]
 

@@ -163,7 +163,7 @@ TABLE: dict[str, Any] = {
                                      Traced(lambda h: st.sgd_modified_loss(batch_loss, BATCHES, h)(THETA), LRS, "lr")],
     "stochastic.reshuffled_sgd_modified_loss": Traced(
         lambda h: st.reshuffled_sgd_modified_loss(batch_loss, EXAMPLES, 2, h)(THETA), LRS, "lr"),
-    "stochastic.split_batches": [Traced(lambda x: st.split_batches((x, Y), 2), XS, "examples"),
+    "batches.split_batches": [Traced(lambda x: st.split_batches((x, Y), 2), XS, "examples"),
                                  Traced(lambda k: st.split_batches(EXAMPLES, 2, jax.random.permutation(k, 8)), KEYS,
                                         "key", grad=None)],
     "stochastic.sgd_epoch": Traced(lambda p: st.sgd_epoch(batch_loss, p, BATCHES, 0.1), THETAS, _P),
@@ -183,10 +183,10 @@ TABLE: dict[str, Any] = {
     "stochastic.epoch_time": Traced(lambda h: st.epoch_time(h, 8, 2), LRS, "lr"),
     "stochastic.sgd_modified_flow": Host(lambda p: st.sgd_modified_flow(batch_loss, p, EXAMPLES, 0.1, batch_size=2,
                                                                         times=jnp.linspace(0, 1, 3)), THETA),
-    "stochastic.all_permutations": NotArray("all n! orderings of range(n) as a NumPy table: n is a Python int"),
+    "batches.all_permutations": NotArray("all n! orderings of range(n) as a NumPy table: n is a Python int"),
     "stochastic.finite_population_factor": NotArray("a number of two integer counts (N, B)"),
-    "stochastic.num_batches": NotArray("an integer count from two integer counts (static shapes)"),
-    "stochastic.num_examples": NotArray("an integer count: the examples' leading length (a static shape)"),
+    "batches.num_batches": NotArray("an integer count from two integer counts (static shapes)"),
+    "batches.num_examples": NotArray("an integer count: the examples' leading length (a static shape)"),
     # losses and trees
     "losses.double_well": Traced(losses.double_well, THETAS, _P),
     "losses.quadratic": [Traced(lambda p: losses.quadratic(jnp.array([[2.0, 0.5], [0.5, 1.0]]), p)(THETA), THETAS, "b"),
